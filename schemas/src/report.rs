@@ -1,0 +1,100 @@
+//! What the agent reports: one [`HostResult`] per host per cycle, sent in [`Batch`]es.
+
+use chrono::{DateTime, Utc};
+use luumen_properties::Properties;
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::Protocol;
+
+/// The outcome of one host's collection.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every property was collected.
+    Ok,
+    /// Connected and collected, but some properties have errors.
+    Partial,
+    /// No TCP connection (refused, no route, name not resolved, connect timeout).
+    Unreachable,
+    /// The host refused the credentials.
+    AuthFailed,
+    /// Connected, but the host did not finish within its time limit.
+    Timeout,
+    /// Anything else (protocol error, unsupported protocol, internal failure).
+    Error,
+}
+
+impl Status {
+    /// The name used in reports and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Partial => "partial",
+            Status::Unreachable => "unreachable",
+            Status::AuthFailed => "auth_failed",
+            Status::Timeout => "timeout",
+            Status::Error => "error",
+        }
+    }
+
+    /// Whether the host's properties were collected (fully or in part).
+    pub fn is_collected(self) -> bool {
+        matches!(self, Status::Ok | Status::Partial)
+    }
+}
+
+/// Which host a result is about.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostRef {
+    /// The host's id from the host list.
+    pub id: String,
+    /// The address that was connected to.
+    pub address: String,
+    /// The protocol used.
+    pub protocol: Protocol,
+}
+
+/// One error in a host result: of one property, or of the whole host (`property: null`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ResultError {
+    /// The property at fault, or `None` when the host as a whole failed.
+    pub property: Option<String>,
+    /// Machine-readable kind, e.g. `permission_denied`, `parse_error`, `unreachable`.
+    pub kind: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// One host's timestamped result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostResult {
+    /// The host.
+    pub host: HostRef,
+    /// When the collection started (UTC).
+    pub collected_at: DateTime<Utc>,
+    /// How long the collection took, connect to parsed.
+    pub duration_ms: u64,
+    /// Outcome.
+    pub status: Status,
+    /// The collected properties (empty unless `ok` or `partial`).
+    pub properties: Properties,
+    /// What went wrong, per property or for the host.
+    pub errors: Vec<ResultError>,
+}
+
+/// A batch of results posted to `{base_url}/reports`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// Which agent sent it.
+    pub agent_id: String,
+    /// Unique id; stays the same when the batch is sent again.
+    pub batch_id: uuid::Uuid,
+    /// When the batch was (last) sent.
+    pub sent_at: DateTime<Utc>,
+    /// The host results.
+    pub results: Vec<HostResult>,
+}
