@@ -145,6 +145,15 @@ mod tests {
         let mut limits = limits();
         limits.max_output_bytes = 1000;
         let error = run(&exec, &limits).expect_err("must refuse");
-        assert!(matches!(error.kind, ErrorKind::OutputTooLarge { stream: "stdout", .. }), "{error}");
+        assert!(
+            matches!(
+                error.kind,
+                ErrorKind::OutputTooLarge {
+                    stream: "stdout",
+                    ..
+                }
+            ),
+            "{error}"
+        );
     }
 }

@@ -95,7 +95,11 @@ fn check_key_file(path: &Path) -> Result<(), ErrorKind> {
     }
 }
 
-fn connect(target: &SshTarget, limit: Duration, deadline: Deadline) -> Result<TcpStream, ErrorKind> {
+fn connect(
+    target: &SshTarget,
+    limit: Duration,
+    deadline: Deadline,
+) -> Result<TcpStream, ErrorKind> {
     let label = format!("{}:{}", target.address, target.port);
     let unreachable = |reason: String| ErrorKind::Unreachable {
         address: label.clone(),
@@ -249,7 +253,8 @@ fn run_command(
 
     // libssh2 queues extended data (stderr) while stdout is read, so reading the streams one
     // after the other cannot deadlock.
-    let stdout = read_capped(&mut channel, limits.max_output_bytes, "stdout").map_err(|e| e.or_io(io))?;
+    let stdout =
+        read_capped(&mut channel, limits.max_output_bytes, "stdout").map_err(|e| e.or_io(io))?;
     let stderr = read_capped(&mut channel.stderr(), limits.max_output_bytes, "stderr")
         .map_err(|e| e.or_io(io))?;
     channel.wait_close().map_err(ssh)?;
@@ -285,7 +290,10 @@ pub(crate) fn read_capped(
     let mut taken = reader.take(limit as u64 + 1);
     taken.read_to_end(&mut buffer).map_err(ReadError::Io)?;
     if buffer.len() > limit {
-        return Err(ReadError::TooLarge(ErrorKind::OutputTooLarge { stream, limit }));
+        return Err(ReadError::TooLarge(ErrorKind::OutputTooLarge {
+            stream,
+            limit,
+        }));
     }
     Ok(buffer)
 }

@@ -1,0 +1,259 @@
+//! The host actor: one per managed host. Holds the host's state and turns one cycle into one
+//! timestamped [`HostResult`] sent to the Reporter.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use luumen_properties::plan::{Plan, PlanOptions};
+use luumen_properties::Properties;
+use luumen_protocols::ErrorKind as TransportKind;
+use luumen_schemas::report::{HostResult, ResultError, Status};
+
+use crate::collector::{CollectorActor, ParseLinux};
+use crate::protocol::{ExecFailure, Execute, ProtocolActor};
+use crate::reporter::{Report, Reporter};
+use crate::spec::HostSpec;
+
+/// Collect this host once and report the result.
+#[derive(Debug, Message)]
+#[rtype(result = "Status")]
+pub struct Collect {
+    /// The cycle number, for logs.
+    pub cycle: u64,
+}
+
+/// The addresses a host actor talks to.
+#[derive(Clone)]
+pub struct Peers {
+    /// The transport pool.
+    pub protocol: Addr<ProtocolActor>,
+    /// The parser pool.
+    pub collector: Addr<CollectorActor>,
+    /// Where results go.
+    pub reporter: Addr<Reporter>,
+}
+
+/// One managed host.
+pub struct HostActor {
+    spec: HostSpec,
+    peers: Peers,
+    /// When the host was last collected with status ok or partial.
+    last_success: Option<DateTime<Utc>>,
+    /// Cycles in a row that did not collect the host.
+    consecutive_failures: u32,
+    /// The last host-level error, for logs and later for the API.
+    last_error: Option<String>,
+}
+
+impl HostActor {
+    /// A host actor with no history.
+    pub fn new(spec: HostSpec, peers: Peers) -> HostActor {
+        HostActor {
+            spec,
+            peers,
+            last_success: None,
+            consecutive_failures: 0,
+            last_error: None,
+        }
+    }
+
+    fn record(&mut self, result: &HostResult) {
+        if result.status.is_collected() {
+            self.last_success = Some(result.collected_at);
+            self.consecutive_failures = 0;
+            self.last_error = None;
+        } else {
+            self.consecutive_failures += 1;
+            self.last_error = result.errors.first().map(|e| e.message.clone());
+        }
+    }
+}
+
+impl Actor for HostActor {
+    type Context = Context<Self>;
+}
+
+/// What one collection produced before it is stamped into a [`HostResult`].
+struct Outcome {
+    status: Status,
+    properties: Properties,
+    errors: Vec<ResultError>,
+    /// A peer actor is gone: this host actor cannot work and must be restarted.
+    broken: bool,
+}
+
+impl Handler<Collect> for HostActor {
+    type Result = ResponseActFuture<Self, Status>;
+
+    fn handle(&mut self, msg: Collect, _ctx: &mut Context<Self>) -> Self::Result {
+        let collected_at = Utc::now();
+        let clock = Instant::now();
+        let spec = self.spec.clone();
+        let peers = self.peers.clone();
+        let work = async move {
+            let plan = Plan::linux(
+                &PlanOptions {
+                    use_sudo: spec.use_sudo,
+                },
+                uuid::Uuid::new_v4().as_u128(),
+            );
+            let execute = Execute {
+                host_id: spec.host.id.clone(),
+                target: spec.target.clone(),
+                command: plan.command(),
+                stdin: plan.script().as_bytes().to_vec(),
+                limits: spec.limits,
+            };
+            match peers.protocol.send(execute).await {
+                Err(mailbox) => broken(format!("protocol pool unavailable: {mailbox}")),
+                Ok(Err(failure)) => failed(&failure),
+                Ok(Ok(output)) => {
+                    let parse = ParseLinux {
+                        host_id: spec.host.id.clone(),
+                        plan,
+                        output,
+                    };
+                    match peers.collector.send(parse).await {
+                        Err(mailbox) => broken(format!("collector pool unavailable: {mailbox}")),
+                        Ok(collected) => {
+                            let errors: Vec<ResultError> = collected
+                                .errors
+                                .into_iter()
+                                .map(|e| ResultError {
+                                    property: Some(e.property),
+                                    kind: kind_name(&e.kind),
+                                    message: e.message,
+                                })
+                                .collect();
+                            let status = if collected.properties == Properties::default() {
+                                Status::Error
+                            } else if errors.is_empty() {
+                                Status::Ok
+                            } else {
+                                Status::Partial
+                            };
+                            Outcome {
+                                status,
+                                properties: collected.properties,
+                                errors,
+                                broken: false,
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        Box::pin(work.into_actor(self).map(move |outcome, act, ctx| {
+            let result = HostResult {
+                host: act.spec.host.clone(),
+                collected_at,
+                duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+                status: outcome.status,
+                properties: outcome.properties,
+                errors: outcome.errors,
+            };
+            log_result(msg.cycle, &result);
+            act.record(&result);
+            let status = result.status;
+            act.peers.reporter.do_send(Report(result));
+            if outcome.broken {
+                // The Supervisor sees the closed mailbox and restarts this host alone.
+                ctx.stop();
+            }
+            status
+        }))
+    }
+}
+
+fn broken(message: String) -> Outcome {
+    Outcome {
+        status: Status::Error,
+        properties: Properties::default(),
+        errors: vec![ResultError {
+            property: None,
+            kind: "internal".to_owned(),
+            message,
+        }],
+        broken: true,
+    }
+}
+
+fn failed(failure: &ExecFailure) -> Outcome {
+    let status = match failure {
+        ExecFailure::Transport(error) => match error.kind {
+            TransportKind::Unreachable { .. } => Status::Unreachable,
+            TransportKind::AuthFailed { .. } => Status::AuthFailed,
+            TransportKind::Timeout { .. } => Status::Timeout,
+            _ => Status::Error,
+        },
+        ExecFailure::Unsupported { .. } | ExecFailure::Panicked { .. } => Status::Error,
+    };
+    let kind = match failure {
+        ExecFailure::Transport(error) => match error.kind {
+            TransportKind::KeyFile { .. } => "credentials",
+            TransportKind::OutputTooLarge { .. } => "output_too_large",
+            TransportKind::Ssh { .. } => "protocol",
+            TransportKind::Local(_) => "local_exec",
+            _ => status.as_str(),
+        },
+        ExecFailure::Unsupported { .. } => "unsupported",
+        ExecFailure::Panicked { .. } => "internal",
+    };
+    Outcome {
+        status,
+        properties: Properties::default(),
+        errors: vec![ResultError {
+            property: None,
+            kind: kind.to_owned(),
+            message: failure.to_string(),
+        }],
+        broken: false,
+    }
+}
+
+fn kind_name(kind: &luumen_properties::ErrorKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => "unknown".to_owned(),
+    }
+}
+
+fn log_result(cycle: u64, result: &HostResult) {
+    let host = result.host.id.as_str();
+    let status = result.status.as_str();
+    let duration_ms = result.duration_ms;
+    if result.status.is_collected() {
+        tracing::info!(
+            message = "Host collected.",
+            cycle,
+            host,
+            status,
+            duration_ms
+        );
+        for error in &result.errors {
+            tracing::warn!(
+                message = "Property not collected.",
+                cycle,
+                host,
+                property = error.property.as_deref().unwrap_or("-"),
+                kind = %error.kind,
+                error = %error.message,
+            );
+        }
+    } else {
+        let error = result
+            .errors
+            .first()
+            .map(|e| e.message.as_str())
+            .unwrap_or("");
+        tracing::warn!(
+            message = "Host not collected.",
+            cycle,
+            host,
+            status,
+            duration_ms,
+            error
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! The protocol actor: runs the blocking transports on a bounded pool of threads.
+//!
+//! Started as a [`SyncArbiter`](actix::SyncArbiter) with `max_concurrency` threads, so the pool
+//! size is the global limit on simultaneous connections; further requests wait in its mailbox.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use actix::{Actor, Handler, Message, SyncContext};
+use luumen_protocols::{local, ssh, Exec, ExecOutput, Limits};
+
+use crate::spec::Target;
+
+/// Run one command with a script on its standard input on one host.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ExecOutput, ExecFailure>")]
+pub struct Execute {
+    /// The host's id, for errors and logs.
+    pub host_id: String,
+    /// How to reach the host.
+    pub target: Target,
+    /// The fixed command line.
+    pub command: &'static str,
+    /// The script fed to the command.
+    pub stdin: Vec<u8>,
+    /// Time and size limits.
+    pub limits: Limits,
+}
+
+/// Why an [`Execute`] produced no output.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecFailure {
+    /// The transport failed (unreachable, refused credentials, timeout, …).
+    #[error(transparent)]
+    Transport(#[from] luumen_protocols::Error),
+    /// The host cannot be collected by this build.
+    #[error("host {host}: {reason}")]
+    Unsupported {
+        /// The host's id.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+    /// The transport code panicked; caught so that only this host is affected.
+    #[error("host {host}: internal error in the {protocol} transport: {message}")]
+    Panicked {
+        /// The host's id.
+        host: String,
+        /// `ssh` or `local`.
+        protocol: &'static str,
+        /// The panic message.
+        message: String,
+    },
+}
+
+/// Runs transports; one instance per pool thread.
+#[derive(Debug, Default)]
+pub struct ProtocolActor;
+
+impl Actor for ProtocolActor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<Execute> for ProtocolActor {
+    type Result = Result<ExecOutput, ExecFailure>;
+
+    fn handle(&mut self, msg: Execute, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        let exec = Exec {
+            host: &msg.host_id,
+            command: msg.command,
+            stdin: &msg.stdin,
+        };
+        let (protocol, outcome) = match &msg.target {
+            Target::Ssh(target) => (
+                "ssh",
+                catch_unwind(AssertUnwindSafe(|| ssh::run(target, &exec, &msg.limits))),
+            ),
+            Target::Local => (
+                "local",
+                catch_unwind(AssertUnwindSafe(|| local::run(&exec, &msg.limits))),
+            ),
+            Target::Unsupported(reason) => {
+                return Err(ExecFailure::Unsupported {
+                    host: msg.host_id,
+                    reason: reason.clone(),
+                })
+            }
+        };
+        match outcome {
+            Ok(result) => result.map_err(ExecFailure::Transport),
+            Err(payload) => Err(ExecFailure::Panicked {
+                host: msg.host_id,
+                protocol,
+                message: crate::panic_message(payload.as_ref()),
+            }),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The Reporter actor.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use luumen_schemas::config::BatchConfig;
+use luumen_schemas::report::HostResult;
+use tokio::sync::oneshot;
+
+use super::batcher::{Batcher, SealedBatch};
+use super::output::NdjsonOutput;
+use crate::api::ApiClient;
+
+/// One host's result, to be written and batched.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Report(pub HostResult);
+
+/// Seal the current batch and try to send everything waiting; answers once each waiting batch
+/// was sent or its send failed.
+#[derive(Debug, Message)]
+#[rtype(result = "DeliveryReport")]
+pub struct Flush;
+
+/// What the Reporter has done since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Results received.
+    pub results: usize,
+    /// Batches the API accepted.
+    pub batches_sent: usize,
+    /// Results in those batches.
+    pub results_sent: usize,
+    /// Batches still waiting (not delivered yet).
+    pub batches_waiting: usize,
+    /// Results in those batches.
+    pub results_waiting: usize,
+    /// The last send error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// NDJSON lines that could not be written.
+    pub output_errors: usize,
+}
+
+/// How the Reporter is set up.
+pub struct ReporterConfig {
+    /// Names this agent in every batch.
+    pub agent_id: String,
+    /// When to seal a batch.
+    pub batch: BatchConfig,
+    /// Where to post batches; `None` = no API (NDJSON only).
+    pub api: Option<ApiClient>,
+    /// The NDJSON copy.
+    pub output: Option<NdjsonOutput>,
+    /// Pause before sending again after a failed send (the `run` loop; `once` does not wait).
+    pub retry_after: Duration,
+}
+
+/// Batches results and posts them to the API in order.
+pub struct Reporter {
+    batcher: Batcher,
+    max_wait: Duration,
+    api: Option<ApiClient>,
+    output: Option<NdjsonOutput>,
+    retry_after: Duration,
+    /// Sealed batches not yet accepted by the API, oldest first. A disk spool replaces this.
+    outbox: VecDeque<SealedBatch>,
+    /// A send is under way (at most one at a time, to keep order).
+    sending: bool,
+    /// Increments whenever the open batch is sealed, so a stale timer does nothing.
+    batch_generation: u64,
+    /// Flush callers waiting for the outbox to drain or stall.
+    waiters: Vec<oneshot::Sender<DeliveryReport>>,
+    stats: DeliveryReport,
+    retry_scheduled: bool,
+}
+
+impl Reporter {
+    /// A Reporter with an empty outbox.
+    pub fn new(config: ReporterConfig) -> Reporter {
+        Reporter {
+            batcher: Batcher::new(&config.agent_id, config.batch),
+            max_wait: Duration::from_secs(config.batch.max_wait_seconds),
+            api: config.api,
+            output: config.output,
+            retry_after: config.retry_after,
+            outbox: VecDeque::new(),
+            sending: false,
+            batch_generation: 0,
+            waiters: Vec::new(),
+            stats: DeliveryReport::default(),
+            retry_scheduled: false,
+        }
+    }
+
+    fn report(&self) -> DeliveryReport {
+        DeliveryReport {
+            batches_waiting: self.outbox.len(),
+            results_waiting: self.outbox.iter().map(|b| b.results).sum(),
+            ..self.stats.clone()
+        }
+    }
+
+    fn enqueue(&mut self, sealed: impl IntoIterator<Item = SealedBatch>, ctx: &mut Context<Self>) {
+        let mut any = false;
+        for batch in sealed {
+            any = true;
+            if self.api.is_some() {
+                tracing::debug!(message = "Batch sealed.", batch_id = %batch.batch_id, results = batch.results, bytes = batch.body.len());
+                self.outbox.push_back(batch);
+            }
+        }
+        if any {
+            self.batch_generation += 1;
+            self.pump(ctx);
+        }
+    }
+
+    fn seal_now(&mut self, ctx: &mut Context<Self>) {
+        let sealed = self.batcher.seal(Utc::now());
+        self.enqueue(sealed, ctx);
+    }
+
+    /// Sends the oldest waiting batch unless a send is under way.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.sending {
+            return;
+        }
+        let (Some(api), Some(batch)) = (self.api.clone(), self.outbox.front()) else {
+            self.answer_waiters();
+            return;
+        };
+        self.sending = true;
+        let body = batch.body.clone();
+        let batch_id = batch.batch_id;
+        let results = batch.results;
+        let send = async move { api.post_batch(body).await };
+        ctx.spawn(send.into_actor(self).map(move |outcome, act, ctx| {
+            act.sending = false;
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(message = "Batch sent.", %batch_id, results);
+                    act.outbox.pop_front();
+                    act.stats.batches_sent += 1;
+                    act.stats.results_sent += results;
+                    act.stats.last_error = None;
+                    act.pump(ctx);
+                }
+                Err(error) => {
+                    tracing::error!(message = "Failed to send batch.", %batch_id, results, %error, waiting = act.outbox.len());
+                    act.stats.last_error = Some(error.to_string());
+                    // The batch stays first in the outbox; try again later, in order.
+                    act.answer_waiters();
+                    if !act.retry_scheduled {
+                        act.retry_scheduled = true;
+                        ctx.run_later(act.retry_after, |act, ctx| {
+                            act.retry_scheduled = false;
+                            act.pump(ctx);
+                        });
+                    }
+                }
+            }
+        }));
+    }
+
+    fn answer_waiters(&mut self) {
+        let report = self.report();
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(report.clone());
+        }
+    }
+}
+
+impl Actor for Reporter {
+    type Context = Context<Self>;
+}
+
+impl Handler<Report> for Reporter {
+    type Result = ();
+
+    fn handle(&mut self, Report(result): Report, ctx: &mut Context<Self>) {
+        self.stats.results += 1;
+        let json = match serde_json::to_vec(&result) {
+            Ok(json) => json,
+            Err(error) => {
+                // Cannot happen for these types; logged rather than lost silently.
+                tracing::error!(message = "Cannot serialize host result.", host = %result.host.id, %error);
+                return;
+            }
+        };
+        if let Some(output) = &mut self.output {
+            if let Err(error) = output.write_line(&json) {
+                self.stats.output_errors += 1;
+                tracing::error!(message = "Cannot write NDJSON output.", host = %result.host.id, %error);
+            }
+        }
+        if self.api.is_none() {
+            return;
+        }
+        let was_empty = self.batcher.is_empty();
+        let sealed = self.batcher.push(json, Utc::now());
+        let sealed_any = !sealed.is_empty();
+        self.enqueue(sealed, ctx);
+        if was_empty && !sealed_any {
+            // The first result of a batch starts its timer.
+            let generation = self.batch_generation;
+            ctx.run_later(self.max_wait, move |act, ctx| {
+                if act.batch_generation == generation {
+                    act.seal_now(ctx);
+                }
+            });
+        }
+    }
+}
+
+impl Handler<Flush> for Reporter {
+    type Result = ResponseFuture<DeliveryReport>;
+
+    fn handle(&mut self, _msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        self.seal_now(ctx);
+        let (sender, receiver) = oneshot::channel();
+        self.waiters.push(sender);
+        self.pump(ctx);
+        let fallback = self.report();
+        Box::pin(async move { receiver.await.unwrap_or(fallback) })
+    }
+}

@@ -1,0 +1,246 @@
+//! The Supervisor: owns the host list, runs one HostActor per host, runs collection cycles on
+//! demand or on the schedule, and restarts a failed HostActor alone, with backoff.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use luumen_schemas::report::{HostResult, ResultError, Status};
+
+use crate::host::{Collect, HostActor, Peers};
+use crate::reporter::Report;
+use crate::spec::HostSpec;
+
+/// Run one collection cycle over every host now.
+#[derive(Debug, Message)]
+#[rtype(result = "CycleSummary")]
+pub struct RunCycle;
+
+/// Run a cycle now and then every `interval`, until the process stops.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StartSchedule {
+    /// Time between the starts of two cycles.
+    pub interval: Duration,
+}
+
+/// How one cycle went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleSummary {
+    /// The cycle's number, from 1.
+    pub cycle: u64,
+    /// Each host's status, by host id.
+    pub statuses: BTreeMap<String, Status>,
+    /// Wall time of the cycle.
+    pub elapsed: Duration,
+}
+
+impl CycleSummary {
+    /// How many hosts ended with `status`.
+    pub fn count(&self, status: Status) -> usize {
+        self.statuses.values().filter(|s| **s == status).count()
+    }
+
+    /// Whether every host was collected (ok or partial).
+    pub fn all_collected(&self) -> bool {
+        self.statuses.values().all(|s| s.is_collected())
+    }
+}
+
+struct Slot {
+    spec: HostSpec,
+    actor: Addr<HostActor>,
+    /// Restarts in a row (reset when the host collects again).
+    restarts: u32,
+    /// A restarted actor is not used before this instant.
+    hold_until: Option<Instant>,
+}
+
+/// Runs the fleet.
+pub struct Supervisor {
+    peers: Peers,
+    hosts: BTreeMap<String, Slot>,
+    cycle: u64,
+    cycle_running: bool,
+}
+
+/// First backoff after a HostActor failure; doubles per failure in a row, capped.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+impl Supervisor {
+    /// A Supervisor for these hosts. Host actors start when the Supervisor starts.
+    pub fn new(specs: Vec<HostSpec>, peers: Peers) -> Supervisor {
+        let hosts = specs
+            .into_iter()
+            .map(|spec| {
+                let actor = HostActor::new(spec.clone(), peers.clone()).start();
+                (
+                    spec.host.id.clone(),
+                    Slot {
+                        spec,
+                        actor,
+                        restarts: 0,
+                        hold_until: None,
+                    },
+                )
+            })
+            .collect();
+        Supervisor {
+            peers,
+            hosts,
+            cycle: 0,
+            cycle_running: false,
+        }
+    }
+
+    fn restart(&mut self, host_id: &str) {
+        let Some(slot) = self.hosts.get_mut(host_id) else {
+            return;
+        };
+        slot.restarts += 1;
+        let backoff = RESTART_BACKOFF
+            .saturating_mul(1 << slot.restarts.min(16))
+            .min(RESTART_BACKOFF_MAX);
+        slot.hold_until = Some(Instant::now() + backoff);
+        slot.actor = HostActor::new(slot.spec.clone(), self.peers.clone()).start();
+        tracing::warn!(
+            message = "Host actor restarted.",
+            host = host_id,
+            restarts = slot.restarts,
+            backoff_ms = backoff.as_millis() as u64
+        );
+    }
+
+    fn cycle_future(&mut self) -> ResponseActFuture<Self, CycleSummary> {
+        self.cycle += 1;
+        self.cycle_running = true;
+        let cycle = self.cycle;
+        let started = Instant::now();
+        tracing::info!(message = "Cycle started.", cycle, hosts = self.hosts.len());
+        let now = Instant::now();
+        let mut held = Vec::new();
+        let mut requests = Vec::new();
+        for (id, slot) in &self.hosts {
+            if slot.hold_until.is_some_and(|until| until > now) {
+                held.push(slot.spec.clone());
+                continue;
+            }
+            let id = id.clone();
+            let request = slot.actor.send(Collect { cycle });
+            requests.push(async move { (id, request.await) });
+        }
+        // A host whose actor is restarting is still reported, so it never silently disappears.
+        for spec in held {
+            self.peers
+                .reporter
+                .do_send(Report(restarting_result(&spec)));
+        }
+        let held_ids: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|(_, s)| s.hold_until.is_some_and(|until| until > now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        Box::pin(
+            join_all(requests)
+                .into_actor(self)
+                .map(move |answers, act, _ctx| {
+                    let mut statuses = BTreeMap::new();
+                    for id in held_ids {
+                        statuses.insert(id, Status::Error);
+                    }
+                    for (id, answer) in answers {
+                        match answer {
+                            Ok(status) => {
+                                if let Some(slot) = act.hosts.get_mut(&id) {
+                                    if status.is_collected() {
+                                        slot.restarts = 0;
+                                    }
+                                }
+                                statuses.insert(id, status);
+                            }
+                            Err(error) => {
+                                tracing::error!(message = "Host actor failed.", host = %id, %error);
+                                act.restart(&id);
+                                statuses.insert(id, Status::Error);
+                            }
+                        }
+                    }
+                    act.cycle_running = false;
+                    let summary = CycleSummary {
+                        cycle,
+                        statuses,
+                        elapsed: started.elapsed(),
+                    };
+                    tracing::info!(
+                        message = "Cycle finished.",
+                        cycle,
+                        hosts = summary.statuses.len(),
+                        ok = summary.count(Status::Ok),
+                        partial = summary.count(Status::Partial),
+                        failed = summary.statuses.len()
+                            - summary.count(Status::Ok)
+                            - summary.count(Status::Partial),
+                        elapsed_ms = summary.elapsed.as_millis() as u64,
+                    );
+                    summary
+                }),
+        )
+    }
+}
+
+fn restarting_result(spec: &HostSpec) -> HostResult {
+    HostResult {
+        host: spec.host.clone(),
+        collected_at: chrono::Utc::now(),
+        duration_ms: 0,
+        status: Status::Error,
+        properties: Default::default(),
+        errors: vec![ResultError {
+            property: None,
+            kind: "internal".to_owned(),
+            message: format!(
+                "host {}: collector is restarting after a failure; skipped this cycle",
+                spec.host.id
+            ),
+        }],
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<RunCycle> for Supervisor {
+    type Result = ResponseActFuture<Self, CycleSummary>;
+
+    fn handle(&mut self, _msg: RunCycle, _ctx: &mut Context<Self>) -> Self::Result {
+        self.cycle_future()
+    }
+}
+
+impl Handler<StartSchedule> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StartSchedule, ctx: &mut Context<Self>) {
+        tracing::info!(
+            message = "Schedule started.",
+            interval_seconds = msg.interval.as_secs()
+        );
+        let tick = |act: &mut Supervisor, ctx: &mut Context<Supervisor>| {
+            if act.cycle_running {
+                tracing::warn!(
+                    message = "Previous cycle still running; this cycle is skipped.",
+                    cycle = act.cycle
+                );
+                return;
+            }
+            let cycle = act.cycle_future().map(|_summary, _act, _ctx| ());
+            ctx.spawn(cycle);
+        };
+        tick(self, ctx);
+        ctx.run_interval(msg.interval, tick);
+    }
+}

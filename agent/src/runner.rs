@@ -1,0 +1,245 @@
+//! `once` and `run`: wires config, actors and outputs together.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actix::{Actor, Addr, SyncArbiter};
+use anyhow::{bail, Context};
+use luumen_actors::api::ApiClient;
+use luumen_actors::collector::CollectorActor;
+use luumen_actors::host::Peers;
+use luumen_actors::protocol::ProtocolActor;
+use luumen_actors::reporter::output::NdjsonOutput;
+use luumen_actors::reporter::{DeliveryReport, Flush, Reporter, ReporterConfig};
+use luumen_actors::supervisor::{CycleSummary, RunCycle, StartSchedule, Supervisor};
+use luumen_actors::HostSpec;
+use luumen_schemas::config::{default_max_concurrency, BatchConfig, LocalConfig, Timeouts};
+use luumen_schemas::inventory::Inventory;
+use luumen_schemas::report::Status;
+
+use crate::config;
+use crate::RunArgs;
+
+/// Some host was not collected.
+pub const EXIT_HOSTS_FAILED: u8 = 1;
+/// The configuration could not be used.
+pub const EXIT_CONFIG: u8 = 2;
+/// A batch could not be delivered to the API.
+pub const EXIT_NOT_DELIVERED: u8 = 3;
+
+/// Threads that run the parsers.
+const COLLECTOR_THREADS: usize = 2;
+/// Pause before sending again after a failed send in `run`.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Everything a cycle needs, read before the actors start.
+struct Setup {
+    inventory: Inventory,
+    agent_id: String,
+    max_concurrency: usize,
+    timeouts: Timeouts,
+    batch: BatchConfig,
+    api: Option<ApiClient>,
+    output: Option<NdjsonOutput>,
+}
+
+fn open_output(path: Option<&Path>) -> anyhow::Result<Option<NdjsonOutput>> {
+    Ok(match path {
+        None => None,
+        Some(path) if path == Path::new("-") => Some(NdjsonOutput::Stdout(std::io::stdout())),
+        Some(path) => {
+            let file = File::create(path)
+                .with_context(|| format!("cannot create output file {}", path.display()))?;
+            Some(NdjsonOutput::File(BufWriter::new(file)))
+        }
+    })
+}
+
+fn api_client(config: &LocalConfig) -> anyhow::Result<ApiClient> {
+    let ca = match &config.api.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read api.ca_file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(ApiClient::new(
+        &config.api.base_url,
+        &config.api.api_key,
+        ca.as_deref(),
+        Duration::from_secs(config.api.request_timeout_seconds),
+    )?)
+}
+
+/// Reads config.yaml and the host list (from `--inventory` or the API).
+async fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
+    let local = match &args.config {
+        Some(path) => Some(config::load_local(path)?),
+        None => None,
+    };
+    if local.is_none() && args.inventory.is_none() {
+        bail!("give --config FILE (the API's remote config) or --inventory FILE (a host list)");
+    }
+    let api = local.as_ref().map(api_client).transpose()?;
+    let inventory = match (&args.inventory, &api) {
+        (Some(path), _) => config::load_inventory(path)?,
+        (None, Some(api)) => {
+            let body = api
+                .fetch_config()
+                .await
+                .context("cannot fetch the remote config")?;
+            let url = format!("{}/config", api.base_url());
+            let inventory = config::parse_remote(&body, &url)?;
+            tracing::info!(message = "Remote config fetched.", url = %url, hosts = inventory.hosts.len());
+            inventory
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    // Without an API, results must go somewhere: standard output.
+    let output_path = match (&args.output, &api) {
+        (None, None) => Some(Path::new("-")),
+        (path, _) => path.as_deref(),
+    };
+    Ok(Setup {
+        agent_id: local
+            .as_ref()
+            .and_then(|c| c.agent_id.clone())
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+        max_concurrency: local
+            .as_ref()
+            .map_or_else(default_max_concurrency, |c| c.max_concurrency),
+        timeouts: local.as_ref().map(|c| c.timeouts).unwrap_or_default(),
+        batch: local.as_ref().map(|c| c.batch).unwrap_or_default(),
+        output: open_output(output_path)?,
+        inventory,
+        api,
+    })
+}
+
+fn start_actors(setup: Setup) -> (Addr<Supervisor>, Addr<Reporter>, Option<String>) {
+    let api_url = setup.api.as_ref().map(|a| a.base_url().to_owned());
+    let specs = HostSpec::from_inventory(&setup.inventory, &setup.timeouts);
+    let threads = setup.max_concurrency.min(specs.len().max(1));
+    let protocol = SyncArbiter::start(threads, || ProtocolActor);
+    let collector = SyncArbiter::start(COLLECTOR_THREADS, || CollectorActor);
+    let reporter = Reporter::new(ReporterConfig {
+        agent_id: setup.agent_id,
+        batch: setup.batch,
+        api: setup.api,
+        output: setup.output,
+        retry_after: RETRY_AFTER,
+    })
+    .start();
+    let peers = Peers {
+        protocol,
+        collector,
+        reporter: reporter.clone(),
+    };
+    (Supervisor::new(specs, peers).start(), reporter, api_url)
+}
+
+/// `luumen-agent once`.
+pub fn once(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let system = actix::System::new();
+    system.block_on(async move {
+        let setup = setup(&args).await?;
+        let (supervisor, reporter, api_url) = start_actors(setup);
+        let summary = supervisor
+            .send(RunCycle)
+            .await
+            .context("the supervisor stopped")?;
+        let delivery = reporter.send(Flush).await.context("the reporter stopped")?;
+        eprintln!("{}", summary_line(&summary, &delivery, api_url.as_deref()));
+        Ok(ExitCode::from(exit_code(
+            &summary,
+            &delivery,
+            api_url.is_some(),
+        )))
+    })
+}
+
+/// `luumen-agent run`.
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let system = actix::System::new();
+    system.block_on(async move {
+        let setup = setup(&args).await?;
+        let interval = Duration::from_secs(setup.inventory.schedule.interval_seconds);
+        let (supervisor, reporter, _api_url) = start_actors(setup);
+        supervisor.do_send(StartSchedule { interval });
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot listen for Ctrl-C")?;
+        tracing::info!(message = "Stopping; sending what is waiting.");
+        let delivery = reporter.send(Flush).await.context("the reporter stopped")?;
+        if delivery.batches_waiting > 0 {
+            tracing::error!(
+                message = "Results not delivered at exit.",
+                results = delivery.results_waiting
+            );
+            return Ok(ExitCode::from(EXIT_NOT_DELIVERED));
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn exit_code(summary: &CycleSummary, delivery: &DeliveryReport, has_api: bool) -> u8 {
+    if has_api && delivery.batches_waiting > 0 {
+        EXIT_NOT_DELIVERED
+    } else if !summary.all_collected() {
+        EXIT_HOSTS_FAILED
+    } else {
+        0
+    }
+}
+
+/// One line for people: `cycle 1: 3 hosts in 1.2 s: 2 ok, 1 unreachable; 1 batch (3 results) sent to URL`.
+fn summary_line(
+    summary: &CycleSummary,
+    delivery: &DeliveryReport,
+    api_url: Option<&str>,
+) -> String {
+    let statuses = [
+        Status::Ok,
+        Status::Partial,
+        Status::Unreachable,
+        Status::AuthFailed,
+        Status::Timeout,
+        Status::Error,
+    ];
+    let counts: Vec<String> = statuses
+        .iter()
+        .filter_map(|s| match summary.count(*s) {
+            0 => None,
+            n => Some(format!("{n} {}", s.as_str())),
+        })
+        .collect();
+    let mut line = format!(
+        "luumen-agent: cycle {}: {} hosts in {:.2} s: {}",
+        summary.cycle,
+        summary.statuses.len(),
+        summary.elapsed.as_secs_f64(),
+        if counts.is_empty() {
+            "nothing to do".to_owned()
+        } else {
+            counts.join(", ")
+        }
+    );
+    if let Some(url) = api_url {
+        line.push_str(&format!(
+            "; {} batches ({} results) sent to {url}",
+            delivery.batches_sent, delivery.results_sent
+        ));
+        if delivery.batches_waiting > 0 {
+            line.push_str(&format!(
+                "; {} batches ({} results) NOT delivered: {}",
+                delivery.batches_waiting,
+                delivery.results_waiting,
+                delivery.last_error.as_deref().unwrap_or("unknown error")
+            ));
+        }
+    }
+    line
+}
