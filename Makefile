@@ -1,0 +1,35 @@
+# luumen-agent — the two commands a newcomer needs are `make run` and `make test`.
+CARGO ?= cargo
+AGENT := target/debug/luumen-agent
+
+.PHONY: run test deps build lint fmt unit integration clean
+
+## Collect this machine through the local protocol and print the result (NDJSON on stdout).
+run: build
+	$(AGENT) once --inventory examples/local.yaml --output -
+
+## Everything CI runs: system packages, formatting, lints, unit, doc and integration tests.
+test: deps build lint
+	$(CARGO) test --workspace --doc
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+## System packages the tests need (openssh-server, sudo, cron, dmidecode); no-op when present.
+deps:
+	bash tests/setup/install-deps.sh
+
+build:
+	$(CARGO) build -p luumen-agent
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

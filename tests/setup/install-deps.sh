@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests need (Debian/Ubuntu, as root). Idempotent: does nothing
+# when everything is present, so `make test` stays fast on a prepared machine.
+set -euo pipefail
+
+packages=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || packages+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || packages+=(openssh-client)
+command -v ssh-keygen >/dev/null 2>&1 || packages+=(openssh-client)
+command -v sudo >/dev/null 2>&1 || packages+=(sudo)
+[ -x /usr/sbin/dmidecode ] || packages+=(dmidecode)
+# cron provides the crontab group and /var/spool/cron/crontabs that the tests read through sudo.
+[ -d /var/spool/cron/crontabs ] || packages+=(cron)
+
+if [ "${#packages[@]}" -eq 0 ]; then
+    echo "install-deps: all test packages present"
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: need root to install: ${packages[*]}" >&2
+    exit 1
+fi
+echo "install-deps: installing ${packages[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

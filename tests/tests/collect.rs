@@ -1,0 +1,513 @@
+//! End-to-end tests of `luumen-agent once` against real OpenSSH sshd processes on loopback and a
+//! real HTTP receiver. They run the real binary (build it first: `make test` does).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use luumen_integration::{
+    closed_port, ensure_test_users, require_root, run_agent, Receiver, SshdConfig, SshdHarness,
+    TestUser,
+};
+use serde_json::{json, Value};
+
+const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Run {
+    code: Option<i32>,
+    stderr: String,
+    results: Vec<Value>,
+}
+
+impl Run {
+    fn result(&self, id: &str) -> &Value {
+        self.results
+            .iter()
+            .find(|r| r["host"]["id"] == id)
+            .unwrap_or_else(|| panic!("no result for host {id}; stderr:\n{}", self.stderr))
+    }
+}
+
+fn start_sshd(addresses: usize) -> SshdHarness {
+    require_root();
+    ensure_test_users();
+    SshdHarness::start(SshdConfig::with_addresses(addresses)).expect("sshd starts")
+}
+
+fn credentials(user: &TestUser) -> Value {
+    match &user.password {
+        Some(password) if !user.key_authorized => {
+            json!({"username": user.name, "password": password, "sudo": user.sudo})
+        }
+        _ => {
+            json!({"username": user.name, "private_key_file": user.private_key, "sudo": user.sudo})
+        }
+    }
+}
+
+fn host(id: &str, address: impl ToString, port: u16, credentials: Value) -> Value {
+    json!({"id": id, "address": address.to_string(), "port": port, "protocol": "ssh", "credentials": credentials})
+}
+
+fn write_json(dir: &Path, name: &str, value: &Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(value).expect("json")).expect("write file");
+    path
+}
+
+fn read_ndjson(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("each NDJSON line is JSON"))
+        .collect()
+}
+
+/// Runs `once` with an inventory file and an NDJSON output file.
+fn once_with_inventory(hosts: Vec<Value>, extra_args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inventory = write_json(dir.path(), "inventory.json", &json!({ "hosts": hosts }));
+    let output = dir.path().join("out.ndjson");
+    let mut args = vec![
+        "once",
+        "--inventory",
+        inventory.to_str().expect("utf-8 path"),
+        "--output",
+        output.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra_args);
+    let out = run_agent(&args, AGENT_TIMEOUT);
+    Run {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        results: read_ndjson(&output),
+    }
+}
+
+fn report_validator() -> jsonschema::Validator {
+    let schema: Value =
+        serde_json::from_str(luumen_schemas::REPORT_SCHEMA).expect("report schema is JSON");
+    jsonschema::validator_for(&schema).expect("report schema compiles")
+}
+
+fn assert_valid(validator: &jsonschema::Validator, value: &Value) {
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "invalid against report.schema.json: {errors:#?}\n{value:#}"
+    );
+}
+
+fn error_kinds(result: &Value) -> Vec<(String, String)> {
+    result["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    (
+                        e["property"].as_str().unwrap_or("-").to_owned(),
+                        e["kind"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks the parts of a collected Debian host that do not depend on privileges.
+fn assert_collected_debian(result: &Value) {
+    let status = result["status"].as_str().unwrap_or("");
+    assert!(
+        status == "ok" || status == "partial",
+        "status {status}: {result:#}"
+    );
+    let os = &result["properties"]["os"];
+    assert_eq!(os["family"], "linux", "{result:#}");
+    assert_eq!(os["id"], "debian", "{result:#}");
+    assert!(os["kernel_release"].as_str().is_some_and(|k| !k.is_empty()));
+    let packages = result["properties"]["packages"]
+        .as_array()
+        .expect("packages collected");
+    assert!(
+        packages
+            .iter()
+            .any(|p| p["name"] == "openssh-server" && p["manager"] == "dpkg"),
+        "openssh-server is installed on the test host"
+    );
+    assert!(
+        result["properties"]["hardware"]["memory_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
+}
+
+#[test]
+fn key_and_password_auth_collect_real_hosts() {
+    let sshd = start_sshd(2);
+    let [a, b] = [sshd.addresses()[0], sshd.addresses()[1]];
+    let run = once_with_inventory(
+        vec![
+            host("key-host", a, sshd.port(), credentials(sshd.sudo_user())),
+            host(
+                "password-host",
+                b,
+                sshd.port(),
+                credentials(sshd.pass_user()),
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(run.results.len(), 2, "{}", run.stderr);
+    for id in ["key-host", "password-host"] {
+        let result = run.result(id);
+        assert_collected_debian(result);
+        // Both users may sudo the privileged reads: root's crontab is readable.
+        let cron = result["properties"]["cron"]
+            .as_array()
+            .expect("cron collected");
+        assert!(
+            cron.iter().any(|e| e["user"] == "root"
+                && e["source"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("crontabs/root"))),
+            "root's crontab entries via sudo: {cron:#?}"
+        );
+        assert!(
+            !error_kinds(result)
+                .iter()
+                .any(|(_, kind)| kind == "permission_denied"),
+            "{result:#}"
+        );
+    }
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("2 hosts"), "{}", run.stderr);
+    let log = sshd.log();
+    assert!(log.contains("Accepted publickey for luumen-sudo"), "{log}");
+    assert!(log.contains("Accepted password for luumen-pass"), "{log}");
+}
+
+#[test]
+fn wrong_password_is_auth_failed_and_the_other_hosts_still_succeed() {
+    let sshd = start_sshd(3);
+    let addresses = sshd.addresses().to_vec();
+    let port = sshd.port();
+    let wrong = json!({"username": sshd.pass_user().name, "password": "not-the-password"});
+    let run = once_with_inventory(
+        vec![
+            host("good-1", addresses[0], port, credentials(sshd.sudo_user())),
+            host("wrong-password", addresses[1], port, wrong),
+            host("good-2", addresses[2], port, credentials(sshd.pass_user())),
+        ],
+        &[],
+    );
+    let failed = run.result("wrong-password");
+    assert_eq!(failed["status"], "auth_failed", "{failed:#}");
+    assert_eq!(
+        error_kinds(failed),
+        [("-".to_owned(), "auth_failed".to_owned())]
+    );
+    let message = failed["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("wrong-password") && message.contains("luumen-pass"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("not-the-password"),
+        "the password leaked: {message}"
+    );
+    assert!(
+        !run.stderr.contains("not-the-password"),
+        "the password leaked into logs"
+    );
+    assert_collected_debian(run.result("good-1"));
+    assert_collected_debian(run.result("good-2"));
+    assert_eq!(
+        run.code,
+        Some(1),
+        "a host was not collected: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("1 auth_failed"), "{}", run.stderr);
+}
+
+#[test]
+fn closed_port_is_unreachable_within_the_connect_timeout() {
+    let sshd = start_sshd(1);
+    let address = sshd.address();
+    let port = closed_port(address);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(200);
+    let config = dir.path().join("config.yaml");
+    // The host list comes from --inventory; the config sets the timeouts and the API.
+    std::fs::write(
+        &config,
+        format!(
+            "api: {{ base_url: '{}', api_key: k }}\ntimeouts: {{ connect_seconds: 2, host_seconds: 10 }}\n",
+            receiver.base_url()
+        ),
+    )
+    .expect("write config");
+    let started = Instant::now();
+    let run = once_with_inventory(
+        vec![
+            host("closed", address, port, credentials(sshd.sudo_user())),
+            host("open", address, sshd.port(), credentials(sshd.sudo_user())),
+        ],
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let closed = run.result("closed");
+    assert_eq!(closed["status"], "unreachable", "{closed:#}");
+    assert!(
+        closed["duration_ms"].as_u64().unwrap_or(u64::MAX) <= 2_000,
+        "{closed:#}"
+    );
+    let message = closed["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains(&format!("{address}:{port}")), "{message}");
+    assert_collected_debian(run.result("open"));
+    assert_eq!(run.code, Some(1));
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn user_without_sudo_gets_partial_with_permission_denied() {
+    let sshd = start_sshd(1);
+    let run = once_with_inventory(
+        vec![host(
+            "no-sudo",
+            sshd.address(),
+            sshd.port(),
+            credentials(sshd.nosudo_user()),
+        )],
+        &[],
+    );
+    let result = run.result("no-sudo");
+    assert_eq!(result["status"], "partial", "{result:#}");
+    let kinds = error_kinds(result);
+    assert!(
+        kinds.contains(&("cron".to_owned(), "permission_denied".to_owned())),
+        "root's crontab needs sudo: {kinds:?}"
+    );
+    assert_collected_debian(result);
+    // Exit 0: the host was collected, in part.
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}
+
+#[test]
+fn ndjson_output_is_valid_against_the_report_schema() {
+    let sshd = start_sshd(2);
+    let [a, b] = [sshd.addresses()[0], sshd.addresses()[1]];
+    let run = once_with_inventory(
+        vec![
+            host("ssh-ok", a, sshd.port(), credentials(sshd.sudo_user())),
+            host(
+                "ssh-nosudo",
+                b,
+                sshd.port(),
+                credentials(sshd.nosudo_user()),
+            ),
+            host(
+                "ssh-closed",
+                a,
+                closed_port(a),
+                credentials(sshd.sudo_user()),
+            ),
+            json!({"id": "local", "protocol": "local"}),
+        ],
+        &[],
+    );
+    assert_eq!(run.results.len(), 4, "{}", run.stderr);
+    let validator = report_validator();
+    for result in &run.results {
+        assert_valid(&validator, result);
+    }
+    // The schema is strict enough to refuse a broken result.
+    let mut broken = run.results[0].clone();
+    broken["status"] = json!("fine");
+    assert!(!validator.is_valid(&broken));
+}
+
+#[test]
+fn batches_reach_the_api_with_the_api_key() {
+    let sshd = start_sshd(3);
+    let receiver = Receiver::start(200);
+    let hosts: Vec<Value> = sshd
+        .addresses()
+        .iter()
+        .enumerate()
+        .map(|(i, address)| host(&format!("web-{i}"), address, sshd.port(), Value::Null))
+        .collect();
+    let hosts: Vec<Value> = hosts
+        .into_iter()
+        .map(|mut h| {
+            h.as_object_mut().expect("object").remove("credentials");
+            h
+        })
+        .collect();
+    receiver.serve_config(
+        json!({
+            "schedule": {"interval_seconds": 600},
+            "default_credentials": credentials(sshd.sudo_user()),
+            "hosts": hosts,
+        })
+        .to_string(),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "api: {{ base_url: '{}', api_key: test-agent-key-123 }}\nagent_id: test-agent\nbatch: {{ max_results: 2 }}\n",
+            receiver.base_url()
+        ),
+    )
+    .expect("write config");
+    let out = run_agent(
+        &["once", "--config", config.to_str().expect("utf-8")],
+        AGENT_TIMEOUT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+
+    let config_requests = receiver.requests_to("GET", "/config");
+    assert_eq!(config_requests.len(), 1);
+    assert_eq!(
+        config_requests[0].header("api-key"),
+        Some("test-agent-key-123")
+    );
+    let posts = receiver.requests_to("POST", "/reports");
+    assert_eq!(
+        posts.len(),
+        2,
+        "3 results with max_results 2 make 2 batches"
+    );
+    let validator = report_validator();
+    let mut hosts_seen = Vec::new();
+    let mut batch_ids = Vec::new();
+    for post in &posts {
+        assert_eq!(post.header("api-key"), Some("test-agent-key-123"));
+        assert_eq!(post.header("content-type"), Some("application/json"));
+        let batch = post.json().expect("batch is JSON");
+        assert_valid(&validator, &batch);
+        assert_eq!(batch["agent_id"], "test-agent");
+        batch_ids.push(batch["batch_id"].as_str().unwrap_or("").to_owned());
+        for result in batch["results"].as_array().expect("results") {
+            assert_collected_debian(result);
+            hosts_seen.push(result["host"]["id"].as_str().unwrap_or("").to_owned());
+        }
+    }
+    hosts_seen.sort();
+    assert_eq!(hosts_seen, ["web-0", "web-1", "web-2"]);
+    assert_ne!(batch_ids[0], batch_ids[1]);
+    assert!(
+        !stderr.contains("test-agent-key-123"),
+        "the API key leaked into logs"
+    );
+}
+
+#[test]
+fn api_down_keeps_the_results_and_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(503);
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "api: {{ base_url: '{}', api_key: k }}\n",
+            receiver.base_url()
+        ),
+    )
+    .expect("write config");
+    let inventory = write_json(
+        dir.path(),
+        "inventory.json",
+        &json!({"hosts": [{"id": "local", "protocol": "local"}]}),
+    );
+    let output = dir.path().join("out.ndjson");
+    let out = run_agent(
+        &[
+            "once",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--inventory",
+            inventory.to_str().expect("utf-8"),
+            "--output",
+            output.to_str().expect("utf-8"),
+        ],
+        AGENT_TIMEOUT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("NOT delivered"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}/reports", receiver.base_url())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("503"), "{stderr}");
+    // Nothing collected is lost: the NDJSON copy holds the result.
+    assert_eq!(read_ndjson(&output).len(), 1);
+}
+
+#[test]
+fn a_rejected_api_key_is_a_clear_error_naming_the_api() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(401);
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "api: {{ base_url: '{}', api_key: wrong-key }}\n",
+            receiver.base_url()
+        ),
+    )
+    .expect("write config");
+    let out = run_agent(
+        &["once", "--config", config.to_str().expect("utf-8")],
+        AGENT_TIMEOUT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}/config", receiver.base_url())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("API key was rejected"), "{stderr}");
+    assert!(!stderr.contains("wrong-key"), "{stderr}");
+}
+
+#[test]
+fn the_local_protocol_collects_this_machine() {
+    let run = once_with_inventory(
+        vec![json!({"id": "patch-server", "protocol": "local"})],
+        &[],
+    );
+    assert_collected_debian(run.result("patch-server"));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}
+
+#[test]
+fn malformed_inventory_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "hosts:\n  - { id: a, protocol: ssh, adress: 10.0.0.1 }\n",
+    )
+    .expect("write");
+    let out = run_agent(
+        &[
+            "validate-config",
+            "--inventory",
+            path.to_str().expect("utf-8"),
+        ],
+        AGENT_TIMEOUT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("adress") && stderr.contains("hosts[0]"),
+        "{stderr}"
+    );
+}
