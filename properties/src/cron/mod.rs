@@ -79,6 +79,9 @@ fn parse_line(line: &str, kind: Kind) -> Option<Line<'_>> {
     if l.is_empty() || l.starts_with('#') {
         return None;
     }
+    // cronie: a leading '-' on a job line only disables its syslog logging
+    // (SUSE's stock /etc/crontab uses it).
+    let l = l.strip_prefix('-').unwrap_or(l);
     let (first, mut rest) = token(l)?;
     let schedule = if first.starts_with('@') {
         first.to_owned()
@@ -161,6 +164,60 @@ mod tests {
     }
 
     #[test]
+    fn system_crontab_sles_12() {
+        let e = parse(
+            capture(include_str!("testdata/system-sles-12.txt")),
+            Kind::System,
+            None,
+        )
+        .unwrap();
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert_eq!(e[0].source, "/etc/crontab");
+        assert_eq!(e[0].user.as_deref(), Some("root"));
+        assert_eq!(e[0].schedule, "*/15 * * * *");
+        assert_eq!(
+            e[0].command,
+            "test -x /usr/lib/cron/run-crons && /usr/lib/cron/run-crons >/dev/null 2>&1"
+        );
+    }
+
+    #[test]
+    fn system_crontab_rhel_cronie() {
+        let e = parse(
+            capture(include_str!(
+                "testdata/system-rhel-cronie-package-files.txt"
+            )),
+            Kind::System,
+            None,
+        )
+        .unwrap();
+        // /etc/crontab holds only comments and variables; the job is in 0hourly.
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert_eq!(e[0].source, "/etc/cron.d/0hourly");
+        assert_eq!(e[0].user.as_deref(), Some("root"));
+        assert_eq!(e[0].schedule, "01 * * * *");
+        assert_eq!(e[0].command, "run-parts /etc/cron.hourly");
+    }
+
+    #[test]
+    fn root_crontab_alpine() {
+        let e = parse(
+            capture(include_str!("testdata/root-alpine-3.x.txt")),
+            Kind::User,
+            Some("root"),
+        )
+        .unwrap();
+        assert_eq!(e.len(), 6, "{e:#?}");
+        assert_eq!(e[0].source, "/var/spool/cron/crontabs/root");
+        // Tab-separated fields are joined by one space.
+        assert_eq!(e[0].schedule, "*/15 * * * *");
+        assert_eq!(e[0].command, "run-parts /etc/periodic/15min");
+        assert_eq!(e[3].schedule, "0 3 * * 6");
+        assert_eq!(e[5].command, "/root/session.sh");
+        assert!(e.iter().all(|x| x.user.as_deref() == Some("root")));
+    }
+
+    #[test]
     fn specials_and_variables() {
         let t = "==> /etc/cron.d/x <==\nMAILTO=\"\"\nPATH = /bin\n@reboot root /usr/bin/start\n  */5 1-3 * * mon-fri\tapp  run --x\n5 * *\n";
         let e = parse(t, Kind::System, None).unwrap();
@@ -184,5 +241,12 @@ mod tests {
         }
         assert!(parse("", Kind::System, None).is_err());
         assert!(parse("17 * * * * root x\n", Kind::System, None).is_err());
+        assert!(parse(
+            "==> /etc/crontab <==\n-\n-foo bar\n--5 * * * * root x\n",
+            Kind::System,
+            None
+        )
+        .unwrap()
+        .is_empty());
     }
 }

@@ -362,6 +362,29 @@ mod tests {
     }
 
     #[test]
+    fn dmidecode_rhel_6_vmware() {
+        let mut hw = Hardware::default();
+        parse_dmidecode(
+            capture(include_str!("testdata/dmidecode-rhel-6.2-vmware.txt")),
+            &mut hw,
+        )
+        .unwrap();
+        assert_eq!(hw.vendor.as_deref(), Some("VMware, Inc."));
+        assert_eq!(hw.model.as_deref(), Some("VMware Virtual Platform"));
+        assert_eq!(
+            hw.serial.as_deref(),
+            Some("VMware-42 1b ba bd 5f 4e af 7e-3a 56 b5 af 1c e1 a9 77")
+        );
+        assert_eq!(
+            hw.uuid.as_deref(),
+            Some("421bbabd-5f4e-af7e-3a56-b5af1ce1a977")
+        );
+        assert_eq!(hw.bios_vendor.as_deref(), Some("Phoenix Technologies LTD"));
+        assert_eq!(hw.bios_version.as_deref(), Some("6.00"));
+        assert_eq!(hw.bios_date.as_deref(), Some("07/30/2013"));
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         for g in garbage() {
             let mut hw = Hardware::default();

@@ -276,6 +276,119 @@ mod tests {
     }
 
     #[test]
+    fn dpkg_ubuntu_22_04_arm64() {
+        let p = parse_dpkg(capture(include_str!(
+            "testdata/dpkg-ubuntu-22.04-arm64.txt"
+        )))
+        .unwrap();
+        assert_eq!(p.len(), 4);
+        let aa = find(&p, "apparmor");
+        assert_eq!(
+            (
+                aa.epoch,
+                aa.version.as_str(),
+                aa.release.as_deref(),
+                aa.arch.as_deref()
+            ),
+            (None, "3.0.4", Some("2ubuntu2.2"), Some("arm64"))
+        );
+        // Native package: no Debian revision.
+        let apt = find(&p, "apt");
+        assert_eq!(
+            (apt.version.as_str(), apt.release.as_deref()),
+            ("2.4.9", None)
+        );
+        assert_eq!(apt.source, None);
+        let ath = find(&p, "apt-transport-https");
+        assert_eq!(ath.source.as_deref(), Some("apt"));
+        assert_eq!(ath.arch.as_deref(), Some("all"));
+        assert_eq!(find(&p, "adduser").version, "3.118ubuntu5");
+    }
+
+    #[test]
+    fn apk_alpine_3_18_aarch64() {
+        let p = parse_apk(capture(include_str!(
+            "testdata/apk-alpine-3.18-aarch64.txt"
+        )))
+        .unwrap();
+        assert_eq!(p.len(), 8);
+        assert!(p.iter().all(|x| x.arch.as_deref() == Some("aarch64")));
+        let musl = find(&p, "musl-utils");
+        assert_eq!(
+            (
+                musl.version.as_str(),
+                musl.release.as_deref(),
+                musl.source.as_deref()
+            ),
+            ("1.2.4", Some("r1"), Some("musl"))
+        );
+        let ssl = find(&p, "ssl_client");
+        assert_eq!(ssl.source.as_deref(), Some("busybox"));
+        assert_eq!(find(&p, "scanelf").source.as_deref(), Some("pax-utils"));
+    }
+
+    /// Real `rpm -qa` outputs of the 5-field (no SOURCERPM) query formats.
+    #[test]
+    fn rpm_captures() {
+        // (file, count, name, epoch, version, release, arch)
+        type Case = (
+            &'static str,
+            usize,
+            &'static str,
+            Option<u32>,
+            &'static str,
+            &'static str,
+            &'static str,
+        );
+        let cases: [Case; 3] = [
+            (
+                include_str!("testdata/rpm-rocky-8.7.txt"),
+                10,
+                "crypto-policies",
+                None,
+                "20211116",
+                "1.gitae470d6.el8",
+                "noarch",
+            ),
+            (
+                include_str!("testdata/rpm-amzn-2022.txt"),
+                10,
+                "ncurses-libs",
+                None,
+                "6.2",
+                "4.20200222.amzn2022",
+                "x86_64",
+            ),
+            (
+                include_str!("testdata/rpm-oracle-8.7.txt"),
+                8,
+                "libgcc",
+                Some(0),
+                "8.5.0",
+                "16.0.2.el8_7",
+                "x86_64",
+            ),
+        ];
+        for (text, count, name, epoch, version, release, arch) in cases {
+            let p = parse_rpm(capture(text)).unwrap();
+            assert_eq!(p.len(), count, "{name}");
+            let x = find(&p, name);
+            assert_eq!(
+                (
+                    x.epoch,
+                    x.version.as_str(),
+                    x.release.as_deref(),
+                    x.arch.as_deref()
+                ),
+                (epoch, version, Some(release), Some(arch))
+            );
+            assert!(p
+                .iter()
+                .all(|x| x.source.is_none() && x.manager == Manager::Rpm));
+        }
+    }
+
+    #[test]
     fn rpm_lines() {
         let p = parse_rpm(
             "openssl-libs 1 1.0.2k 19.el7 x86_64 openssl-1.0.2k-19.el7.src.rpm\n\

@@ -110,6 +110,32 @@ mod tests {
         assert_eq!(m.get("user@.service"), Some(&"static"));
     }
 
+    /// A real RHEL 7 list-units table in systemctl's default format (header
+    /// and legend lines removed): padded columns, cut descriptions, `●`.
+    #[test]
+    fn units_rhel_7_default_format() {
+        let s = parse(
+            capture(include_str!("testdata/units-rhel-7-default-format.txt")),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.len(), 50);
+        let sk = s.iter().find(|x| x.name == "sidekiq.service").unwrap();
+        assert_eq!(
+            (sk.load.as_str(), sk.active.as_str(), sk.sub.as_str()),
+            ("loaded", "failed", "failed")
+        );
+        let nm = s
+            .iter()
+            .find(|x| x.name == "NetworkManager-wait-online.service")
+            .unwrap();
+        assert_eq!((nm.active.as_str(), nm.sub.as_str()), ("active", "exited"));
+        assert!(s.iter().any(|x| x.name == "lvm2-pvscan@8:2.service"));
+        assert!(s
+            .iter()
+            .all(|x| x.name.ends_with(".service") && x.enabled.is_none()));
+    }
+
     #[test]
     fn units_joined_with_unit_files() {
         let files =

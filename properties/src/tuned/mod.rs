@@ -80,14 +80,18 @@ mod tests {
 
     #[test]
     fn captures() {
-        let t = parse(capture(include_str!("testdata/debian-12.txt"))).unwrap();
-        assert_eq!(
-            t,
-            Tuned {
-                state: State::Absent,
-                profile: None
-            }
-        );
+        let cases = [
+            (include_str!("testdata/debian-12.txt"), State::Absent, None),
+            (
+                include_str!("testdata/rhel-6.txt"),
+                State::Active,
+                Some("throughput-performance"),
+            ),
+        ];
+        for (text, state, profile) in cases {
+            let t = parse(capture(text)).unwrap();
+            assert_eq!((t.state, t.profile.as_deref()), (state, profile));
+        }
     }
 
     #[test]
