@@ -1,0 +1,165 @@
+//! The Reporter against a real HTTP server on loopback: batches sealed by the timer started by
+//! their first result, by count, and on Flush; failed sends stay in the outbox in order.
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use chrono::Utc;
+use luumen_actors::api::ApiClient;
+use luumen_actors::reporter::{Flush, Report, Reporter, ReporterConfig};
+use luumen_schemas::config::BatchConfig;
+use luumen_schemas::inventory::Protocol;
+use luumen_schemas::report::{Batch, HostRef, HostResult, Status};
+use secrecy::SecretString;
+
+/// A tiny_http server recording POST bodies and answering with a settable status.
+struct Server {
+    url: String,
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+    status: Arc<Mutex<u16>>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind loopback"));
+        let url = format!(
+            "http://{}/api/v1",
+            server.server_addr().to_ip().expect("ip")
+        );
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(Mutex::new(200u16));
+        let (s, b, st) = (server.clone(), bodies.clone(), status.clone());
+        thread::spawn(move || {
+            for mut request in s.incoming_requests() {
+                let mut body = Vec::new();
+                let _ = request.as_reader().read_to_end(&mut body);
+                let code = *st.lock().expect("lock");
+                if code < 300 {
+                    b.lock().expect("lock").push(body);
+                }
+                let _ =
+                    request.respond(tiny_http::Response::from_string("{}").with_status_code(code));
+            }
+        });
+        Server {
+            url,
+            bodies,
+            status,
+            server,
+        }
+    }
+
+    fn batches(&self) -> Vec<Batch> {
+        let bodies = self.bodies.lock().expect("lock");
+        bodies
+            .iter()
+            .map(|b| serde_json::from_slice(b).expect("posted body is a Batch"))
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+fn result(id: &str) -> HostResult {
+    HostResult {
+        host: HostRef {
+            id: id.to_owned(),
+            address: "127.0.0.1".to_owned(),
+            protocol: Protocol::Local,
+        },
+        collected_at: Utc::now(),
+        duration_ms: 1,
+        status: Status::Ok,
+        properties: Default::default(),
+        errors: Vec::new(),
+    }
+}
+
+fn reporter(server: &Server, max_results: usize, max_wait_seconds: u64) -> actix::Addr<Reporter> {
+    let api = ApiClient::new(
+        &server.url,
+        &SecretString::from("key"),
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    Reporter::new(ReporterConfig {
+        agent_id: "test".to_owned(),
+        batch: BatchConfig {
+            max_results,
+            max_bytes: 1 << 20,
+            max_wait_seconds,
+        },
+        api: Some(api),
+        output: None,
+        retry_after: Duration::from_secs(3600),
+    })
+    .start()
+}
+
+async fn wait_async(server: &Server, n: usize, limit: Duration) -> Vec<Batch> {
+    let started = Instant::now();
+    while server.bodies.lock().expect("lock").len() < n && started.elapsed() < limit {
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.batches()
+}
+
+#[actix_rt::test]
+async fn the_first_result_starts_the_batch_timer() {
+    let server = Server::start();
+    let reporter = reporter(&server, 100, 1);
+    reporter.do_send(Report(result("a")));
+    reporter.do_send(Report(result("b")));
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        server.batches().is_empty(),
+        "nothing is sent before the timer fires"
+    );
+    let batches = wait_async(&server, 1, Duration::from_secs(10)).await;
+    assert_eq!(batches.len(), 1);
+    let ids: Vec<_> = batches[0]
+        .results
+        .iter()
+        .map(|r| r.host.id.as_str())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+}
+
+#[actix_rt::test]
+async fn failed_batches_stay_queued_in_order_and_are_sent_on_the_next_flush() {
+    let server = Server::start();
+    *server.status.lock().expect("lock") = 503;
+    let reporter = reporter(&server, 1, 3600);
+    for id in ["a", "b", "c"] {
+        reporter.do_send(Report(result(id)));
+    }
+    let report = reporter.send(Flush).await.expect("reporter alive");
+    assert_eq!(report.results, 3);
+    assert_eq!(report.batches_sent, 0);
+    assert_eq!(report.results_waiting, 3);
+    let error = report.last_error.expect("the failure is reported");
+    assert!(
+        error.contains("/reports") && error.contains("503"),
+        "{error}"
+    );
+
+    *server.status.lock().expect("lock") = 200;
+    let report = reporter.send(Flush).await.expect("reporter alive");
+    assert_eq!(report.batches_waiting, 0);
+    assert_eq!(report.results_sent, 3);
+    let order: Vec<String> = server
+        .batches()
+        .iter()
+        .flat_map(|b| b.results.iter().map(|r| r.host.id.clone()))
+        .collect();
+    assert_eq!(order, ["a", "b", "c"], "order is kept after recovery");
+}
