@@ -1,7 +1,6 @@
 //! The Reporter against a real HTTP server on loopback: batches sealed by the timer started by
 //! their first result, by count, and on Flush; failed sends stay in the outbox in order.
 
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};

@@ -26,16 +26,29 @@ fn validator(schema: &str) -> jsonschema::Validator {
 }
 
 fn assert_valid(validator: &jsonschema::Validator, value: &Value) {
-    let errors: Vec<String> = validator.iter_errors(value).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:#?}\n{value:#}");
 }
 
 #[test]
 fn example_config_is_valid() {
     let path = example("config.yaml");
-    assert_valid(&validator(luumen_schemas::CONFIG_SCHEMA), &yaml_as_json(&path));
-    let out = run_agent(&["validate-config", path.to_str().expect("utf-8")], Duration::from_secs(30));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_valid(
+        &validator(luumen_schemas::CONFIG_SCHEMA),
+        &yaml_as_json(&path),
+    );
+    let out = run_agent(
+        &["validate-config", path.to_str().expect("utf-8")],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -45,10 +58,18 @@ fn example_inventories_are_valid() {
         let path = example(name);
         assert_valid(&schema, &yaml_as_json(&path));
         let out = run_agent(
-            &["validate-config", "--inventory", path.to_str().expect("utf-8")],
+            &[
+                "validate-config",
+                "--inventory",
+                path.to_str().expect("utf-8"),
+            ],
             Duration::from_secs(30),
         );
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
