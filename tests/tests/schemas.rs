@@ -1,7 +1,7 @@
 //! The example files are valid for both the Rust types (`validate-config`) and the JSON Schemas,
 //! and the schemas refuse what the types refuse.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use luumen_integration::agent::workspace_dir;
@@ -12,9 +12,9 @@ fn example(name: &str) -> PathBuf {
     workspace_dir().join("examples").join(name)
 }
 
-fn yaml_as_json(path: &PathBuf) -> Value {
+fn yaml_as_json(path: &Path) -> Value {
     config::Config::builder()
-        .add_source(config::File::from(path.as_path()).format(config::FileFormat::Yaml))
+        .add_source(config::File::from(path).format(config::FileFormat::Yaml))
         .build()
         .and_then(|c| c.try_deserialize::<Value>())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
