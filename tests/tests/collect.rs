@@ -511,3 +511,56 @@ fn malformed_inventory_is_refused_naming_the_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_collects_on_the_schedule_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inventory = write_json(
+        dir.path(),
+        "inventory.json",
+        &json!({"schedule": {"interval_seconds": 1}, "hosts": [{"id": "local", "protocol": "local"}]}),
+    );
+    let output = dir.path().join("out.ndjson");
+    let mut child = std::process::Command::new(luumen_integration::agent_bin())
+        .args(["run", "--inventory", inventory.to_str().expect("utf-8")])
+        .args(["--output", output.to_str().expect("utf-8")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("agent starts");
+    // Wait for three cycles (bounded), then ask it to stop like Ctrl-C does.
+    let started = Instant::now();
+    while read_ndjson(&output).len() < 3 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = i32::try_from(child.id()).expect("pid fits");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let results = read_ndjson(&output);
+    assert!(
+        results.len() >= 3,
+        "three cycles ran: {} results",
+        results.len()
+    );
+    let times: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r["collected_at"].as_str())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "one result per cycle, in order: {times:?}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exits 0 on SIGINT");
+}
