@@ -82,18 +82,24 @@ fn ssh_target(entry: &HostEntry, credentials: Option<&Credentials>) -> Result<Ss
         .ok_or_else(|| format!("host {:?} has no address", entry.id))?;
     let credentials =
         credentials.ok_or_else(|| format!("host {:?} has no credentials", entry.id))?;
-    let auth = match (&credentials.private_key_file, &credentials.password) {
-        (Some(path), _) => SshAuth::PrivateKey {
+    let passphrase = credentials.passphrase.clone();
+    let auth = if let Some(path) = &credentials.private_key_file {
+        SshAuth::PrivateKey {
             path: path.clone(),
-            passphrase: credentials.passphrase.clone(),
-        },
-        (None, Some(password)) => SshAuth::Password(password.clone()),
-        (None, None) => {
-            return Err(format!(
-                "credentials of host {:?} have neither password nor private_key_file",
-                entry.id
-            ))
+            passphrase,
         }
+    } else if let Some(key) = &credentials.private_key {
+        SshAuth::PrivateKeyText {
+            key: key.clone(),
+            passphrase,
+        }
+    } else if let Some(password) = &credentials.password {
+        SshAuth::Password(password.clone())
+    } else {
+        return Err(format!(
+            "credentials of host {:?} have no password, private_key_file or private_key",
+            entry.id
+        ));
     };
     Ok(SshTarget {
         address,

@@ -43,13 +43,20 @@ pub enum SshAuth {
         /// The key's passphrase.
         passphrase: Option<SecretString>,
     },
+    /// A private key held in memory (PEM/OpenSSH text), optionally encrypted.
+    PrivateKeyText {
+        /// The key text.
+        key: SecretString,
+        /// The key's passphrase.
+        passphrase: Option<SecretString>,
+    },
 }
 
 impl SshAuth {
     fn method(&self) -> &'static str {
         match self {
             SshAuth::Password(_) => "password",
-            SshAuth::PrivateKey { .. } => "publickey",
+            SshAuth::PrivateKey { .. } | SshAuth::PrivateKeyText { .. } => "publickey",
         }
     }
 }
@@ -176,6 +183,11 @@ fn authenticate(session: &Session, target: &SshTarget, seconds: f64) -> Result<(
                     "unreadable key (encrypted keys need a passphrase)".to_owned()
                 },
             },
+            SshAuth::PrivateKeyText { .. } => ErrorKind::Ssh {
+                stage: "authentication",
+                message: "cannot use the private key text (invalid key or wrong passphrase)"
+                    .to_owned(),
+            },
             SshAuth::Password(_) => ssh_kind("authentication", &e, seconds),
         },
         _ => ssh_kind("authentication", &e, seconds),
@@ -186,6 +198,14 @@ fn authenticate(session: &Session, target: &SshTarget, seconds: f64) -> Result<(
                 username,
                 None,
                 path,
+                passphrase.as_ref().map(|p| p.expose_secret()),
+            )
+            .map_err(map)?,
+        SshAuth::PrivateKeyText { key, passphrase } => session
+            .userauth_pubkey_memory(
+                username,
+                None,
+                key.expose_secret(),
                 passphrase.as_ref().map(|p| p.expose_secret()),
             )
             .map_err(map)?,

@@ -126,6 +126,9 @@ pub struct Credentials {
     /// Path of a private key on the agent's machine (public-key authentication).
     #[serde(default)]
     pub private_key_file: Option<PathBuf>,
+    /// A private key as PEM/OpenSSH text (how the API serves stored keys).
+    #[serde(default)]
+    pub private_key: Option<SecretString>,
     /// Passphrase of the private key.
     #[serde(default)]
     pub passphrase: Option<SecretString>,
@@ -154,7 +157,7 @@ pub enum InventoryError {
     #[error("host {0:?}: no credentials and no default_credentials")]
     MissingCredentials(String),
     /// Credentials that offer no way to authenticate.
-    #[error("host {0:?}: credentials for {1:?} have neither password nor private_key_file")]
+    #[error("host {0:?}: credentials for {1:?} have no password, private_key_file or private_key")]
     NoSecret(String, String),
     /// A zero interval.
     #[error("schedule.interval_seconds must be at least 1")]
@@ -187,7 +190,10 @@ impl Inventory {
             let Some(credentials) = self.credentials_for(host) else {
                 return Err(InventoryError::MissingCredentials(host.id.clone()));
             };
-            if credentials.password.is_none() && credentials.private_key_file.is_none() {
+            if credentials.password.is_none()
+                && credentials.private_key_file.is_none()
+                && credentials.private_key.is_none()
+            {
                 return Err(InventoryError::NoSecret(
                     host.id.clone(),
                     credentials.username.clone(),

@@ -564,3 +564,38 @@ fn run_collects_on_the_schedule_and_stops_on_sigint() {
     );
     assert_eq!(status.and_then(|s| s.code()), Some(0), "exits 0 on SIGINT");
 }
+
+#[test]
+fn private_key_text_and_encrypted_key_files_authenticate() {
+    let sshd = start_sshd(2);
+    let user = sshd.sudo_user();
+    let key_text = std::fs::read_to_string(&user.private_key).expect("read test key");
+    let (encrypted, passphrase) = sshd.encrypted_key();
+    let run = once_with_inventory(
+        vec![
+            host(
+                "key-text",
+                sshd.addresses()[0],
+                sshd.port(),
+                json!({"username": user.name, "private_key": key_text}),
+            ),
+            host(
+                "encrypted-key",
+                sshd.addresses()[1],
+                sshd.port(),
+                json!({"username": user.name, "private_key_file": encrypted, "passphrase": passphrase}),
+            ),
+        ],
+        &[],
+    );
+    assert_collected_debian(run.result("key-text"));
+    assert_collected_debian(run.result("encrypted-key"));
+    assert!(
+        !run.stderr.contains(passphrase),
+        "the passphrase leaked into logs"
+    );
+    assert!(
+        !run.stderr.contains("PRIVATE KEY"),
+        "key text leaked into logs"
+    );
+}
