@@ -33,3 +33,6 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# make bench / make bench-quick (issue 7)
+include bench/Makefile.inc
