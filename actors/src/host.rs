@@ -87,6 +87,14 @@ impl Handler<Collect> for HostActor {
     type Result = ResponseActFuture<Self, Status>;
 
     fn handle(&mut self, msg: Collect, _ctx: &mut Context<Self>) -> Self::Result {
+        if let crate::Target::Ssh(target) = &self.spec.target {
+            if target.host_key.policy == luumen_protocols::hostkey::HostKeyPolicy::Off {
+                tracing::warn!(
+                    message = "Host key checking is off for this host: its identity is not verified.",
+                    host = %self.spec.host.id,
+                );
+            }
+        }
         let collected_at = Utc::now();
         let clock = Instant::now();
         let spec = self.spec.clone();
@@ -185,6 +193,9 @@ fn failed(failure: &ExecFailure) -> Outcome {
             TransportKind::Unreachable { .. } => Status::Unreachable,
             TransportKind::AuthFailed { .. } => Status::AuthFailed,
             TransportKind::Timeout { .. } => Status::Timeout,
+            TransportKind::HostKeyMismatch { .. } | TransportKind::HostKeyUnknown { .. } => {
+                Status::HostKeyMismatch
+            }
             _ => Status::Error,
         },
         ExecFailure::Unsupported { .. } | ExecFailure::Panicked { .. } => Status::Error,
@@ -192,6 +203,8 @@ fn failed(failure: &ExecFailure) -> Outcome {
     let kind = match failure {
         ExecFailure::Transport(error) => match error.kind {
             TransportKind::KeyFile { .. } => "credentials",
+            TransportKind::HostKeyUnknown { .. } => "host_key_unknown",
+            TransportKind::HostKeyStore { .. } => "known_hosts",
             TransportKind::OutputTooLarge { .. } => "output_too_large",
             TransportKind::Ssh { .. } => "protocol",
             TransportKind::Local(_) => "local_exec",

@@ -30,7 +30,7 @@ pub mod reporter;
 pub mod spec;
 pub mod supervisor;
 
-pub use spec::{HostSpec, Target};
+pub use spec::{HostSpec, SshSettings, Target};
 
 /// The text of a caught panic's payload.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use luumen_protocols::hostkey::{HostKeyCheck, HostKeyPolicy};
 use luumen_protocols::ssh::{SshAuth, SshTarget};
 use luumen_protocols::Limits;
-use luumen_schemas::config::Timeouts;
+use luumen_schemas::config::{HostKeyPolicy as ConfiguredPolicy, Timeouts};
 use luumen_schemas::inventory::{Credentials, HostEntry, Inventory, Protocol};
 use luumen_schemas::report::HostRef;
 
@@ -21,6 +24,34 @@ pub struct HostSpec {
     pub limits: Limits,
 }
 
+/// SSH settings shared by every host (from config.yaml).
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    /// The policy of hosts that set none.
+    pub host_key_policy: ConfiguredPolicy,
+    /// The agent's own known_hosts file with the pinned keys.
+    pub pin_file: PathBuf,
+    /// Operator-provided OpenSSH known_hosts files.
+    pub known_hosts_files: Vec<PathBuf>,
+    /// Offer `ssh-rsa` (SHA-1) host keys.
+    pub allow_ssh_rsa_sha1: bool,
+}
+
+impl SshSettings {
+    fn check_for(&self, entry: &HostEntry) -> HostKeyCheck {
+        HostKeyCheck {
+            policy: match entry.host_key_policy.unwrap_or(self.host_key_policy) {
+                ConfiguredPolicy::AcceptNew => HostKeyPolicy::AcceptNew,
+                ConfiguredPolicy::Strict => HostKeyPolicy::Strict,
+                ConfiguredPolicy::Off => HostKeyPolicy::Off,
+            },
+            pin_file: self.pin_file.clone(),
+            known_hosts_files: self.known_hosts_files.clone(),
+            allow_ssh_rsa_sha1: self.allow_ssh_rsa_sha1,
+        }
+    }
+}
+
 /// How a host is reached.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -34,7 +65,11 @@ pub enum Target {
 
 impl HostSpec {
     /// Builds the specs of every host of a validated inventory.
-    pub fn from_inventory(inventory: &Inventory, timeouts: &Timeouts) -> Vec<HostSpec> {
+    pub fn from_inventory(
+        inventory: &Inventory,
+        timeouts: &Timeouts,
+        ssh: &SshSettings,
+    ) -> Vec<HostSpec> {
         let limits = Limits::new(
             Duration::from_secs(timeouts.connect_seconds),
             Duration::from_secs(timeouts.host_seconds),
@@ -44,12 +79,17 @@ impl HostSpec {
             .iter()
             .map(|entry| {
                 let credentials = inventory.credentials_for(entry);
-                HostSpec::new(entry, credentials, limits)
+                HostSpec::new(entry, credentials, limits, ssh)
             })
             .collect()
     }
 
-    fn new(entry: &HostEntry, credentials: Option<&Credentials>, limits: Limits) -> HostSpec {
+    fn new(
+        entry: &HostEntry,
+        credentials: Option<&Credentials>,
+        limits: Limits,
+        ssh: &SshSettings,
+    ) -> HostSpec {
         let host = HostRef {
             id: entry.id.clone(),
             address: entry.display_address(),
@@ -61,7 +101,7 @@ impl HostSpec {
             Protocol::Winrm => Target::Unsupported(
                 "protocol winrm is not supported by this build of luumen-agent".to_owned(),
             ),
-            Protocol::Ssh => match ssh_target(entry, credentials) {
+            Protocol::Ssh => match ssh_target(entry, credentials, ssh.check_for(entry)) {
                 Ok(target) => Target::Ssh(target),
                 Err(reason) => Target::Unsupported(reason),
             },
@@ -75,7 +115,11 @@ impl HostSpec {
     }
 }
 
-fn ssh_target(entry: &HostEntry, credentials: Option<&Credentials>) -> Result<SshTarget, String> {
+fn ssh_target(
+    entry: &HostEntry,
+    credentials: Option<&Credentials>,
+    host_key: HostKeyCheck,
+) -> Result<SshTarget, String> {
     let address = entry
         .address
         .clone()
@@ -106,5 +150,6 @@ fn ssh_target(entry: &HostEntry, credentials: Option<&Credentials>) -> Result<Ss
         port: entry.port_or_default().unwrap_or(22),
         username: credentials.username.clone(),
         auth,
+        host_key,
     })
 }

@@ -51,6 +51,10 @@ struct RunArgs {
     /// Also write one JSON object per host to FILE, or to standard output with `-`.
     #[arg(long, short, value_name = "FILE|-")]
     output: Option<PathBuf>,
+    /// The agent's state directory (pinned host keys); overrides config.yaml's `state_dir`
+    /// (default /var/lib/luumen-agent).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {

@@ -15,8 +15,10 @@ use luumen_actors::protocol::ProtocolActor;
 use luumen_actors::reporter::output::NdjsonOutput;
 use luumen_actors::reporter::{DeliveryReport, Flush, Reporter, ReporterConfig};
 use luumen_actors::supervisor::{CycleSummary, RunCycle, StartSchedule, Supervisor};
-use luumen_actors::HostSpec;
-use luumen_schemas::config::{default_max_concurrency, BatchConfig, LocalConfig, Timeouts};
+use luumen_actors::{HostSpec, SshSettings};
+use luumen_schemas::config::{
+    default_max_concurrency, default_state_dir, BatchConfig, LocalConfig, Timeouts,
+};
 use luumen_schemas::inventory::Inventory;
 use luumen_schemas::report::Status;
 
@@ -42,6 +44,7 @@ struct Setup {
     max_concurrency: usize,
     timeouts: Timeouts,
     batch: BatchConfig,
+    ssh: SshSettings,
     api: Option<ApiClient>,
     output: Option<NdjsonOutput>,
 }
@@ -113,15 +116,31 @@ async fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
             .map_or_else(default_max_concurrency, |c| c.max_concurrency),
         timeouts: local.as_ref().map(|c| c.timeouts).unwrap_or_default(),
         batch: local.as_ref().map(|c| c.batch).unwrap_or_default(),
+        ssh: ssh_settings(local.as_ref(), args.state_dir.as_deref()),
         output: open_output(output_path)?,
         inventory,
         api,
     })
 }
 
+fn ssh_settings(local: Option<&LocalConfig>, state_dir: Option<&Path>) -> SshSettings {
+    let state_dir = state_dir
+        .map(Path::to_path_buf)
+        .or_else(|| local.map(|c| c.state_dir.clone()))
+        .unwrap_or_else(default_state_dir);
+    SshSettings {
+        host_key_policy: local.map(|c| c.host_key_policy).unwrap_or_default(),
+        pin_file: state_dir.join("known_hosts"),
+        known_hosts_files: local
+            .map(|c| c.known_hosts_files.clone())
+            .unwrap_or_default(),
+        allow_ssh_rsa_sha1: local.is_some_and(|c| c.allow_ssh_rsa_sha1),
+    }
+}
+
 fn start_actors(setup: Setup) -> (Addr<Supervisor>, Addr<Reporter>, Option<String>) {
     let api_url = setup.api.as_ref().map(|a| a.base_url().to_owned());
-    let specs = HostSpec::from_inventory(&setup.inventory, &setup.timeouts);
+    let specs = HostSpec::from_inventory(&setup.inventory, &setup.timeouts, &setup.ssh);
     let threads = setup.max_concurrency.min(specs.len().max(1));
     let protocol = SyncArbiter::start(threads, || ProtocolActor);
     let collector = SyncArbiter::start(COLLECTOR_THREADS, || CollectorActor);
@@ -207,6 +226,7 @@ fn summary_line(
         Status::Unreachable,
         Status::AuthFailed,
         Status::Timeout,
+        Status::HostKeyMismatch,
         Status::Error,
     ];
     let counts: Vec<String> = statuses

@@ -60,6 +60,32 @@ pub enum ErrorKind {
         /// Why.
         reason: String,
     },
+    /// The host presented a key different from the one known for it. No credential was sent.
+    #[error("host key mismatch: presented {presented}, expected {expected} (known in {}); no credentials were sent — remove the old entry if the change is legitimate", file.display())]
+    HostKeyMismatch {
+        /// Fingerprint of the key the host presented.
+        presented: String,
+        /// Fingerprint of the key on record.
+        expected: String,
+        /// The known_hosts file holding the key on record.
+        file: PathBuf,
+    },
+    /// `strict` policy and the host's key is in no configured known_hosts file.
+    #[error("host key {presented} is not in the known_hosts files {files:?} (host_key_policy strict); no credentials were sent")]
+    HostKeyUnknown {
+        /// Fingerprint of the key the host presented.
+        presented: String,
+        /// The files consulted.
+        files: Vec<PathBuf>,
+    },
+    /// The known_hosts or pin file could not be read or written.
+    #[error("cannot use known_hosts file {}: {reason}", path.display())]
+    HostKeyStore {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The command printed more than the output cap.
     #[error("{stream} exceeded {limit} bytes")]
     OutputTooLarge {

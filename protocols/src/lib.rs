@@ -17,6 +17,7 @@
 //! ```
 
 mod error;
+pub mod hostkey;
 pub mod local;
 pub mod ssh;
 

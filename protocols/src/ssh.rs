@@ -10,6 +10,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use ssh2::Session;
 
+use crate::hostkey::{self, HostKeyCheck};
 use crate::{Deadline, Error, ErrorKind, Exec, ExecOutput, Limits};
 
 /// libssh2's error codes that the mapping below distinguishes.
@@ -29,6 +30,8 @@ pub struct SshTarget {
     pub username: String,
     /// How to prove it.
     pub auth: SshAuth,
+    /// How the host's key is verified before authenticating.
+    pub host_key: HostKeyCheck,
 }
 
 /// An authentication method. Secrets print as `[REDACTED]`.
@@ -76,10 +79,18 @@ pub fn run(target: &SshTarget, exec: &Exec<'_>, limits: &Limits) -> Result<ExecO
     let tcp = connect(target, limits.connect, deadline).map_err(fail)?;
     let mut session = Session::new().map_err(|e| fail(ssh_kind("session", &e, seconds)))?;
     session.set_tcp_stream(tcp);
+    session
+        .method_pref(
+            ssh2::MethodType::HostKey,
+            hostkey::host_key_preference(target.host_key.allow_ssh_rsa_sha1),
+        )
+        .map_err(|e| fail(ssh_kind("handshake", &e, seconds)))?;
     set_timeout(&session, deadline, "handshake", seconds).map_err(fail)?;
     session
         .handshake()
         .map_err(|e| fail(ssh_kind("handshake", &e, seconds)))?;
+    // Before any credential leaves the agent.
+    hostkey::verify(&session, &target.address, target.port, &target.host_key).map_err(fail)?;
 
     set_timeout(&session, deadline, "authentication", seconds).map_err(fail)?;
     authenticate(&session, target, seconds).map_err(fail)?;

@@ -41,6 +41,36 @@ pub struct LocalConfig {
     /// When the Reporter sends a batch.
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Where the agent keeps its own state (e.g. `known_hosts` with the pinned host keys).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// How SSH host keys are verified (hosts may override it).
+    #[serde(default)]
+    pub host_key_policy: HostKeyPolicy,
+    /// OpenSSH known_hosts files trusted by `strict` (and consulted by `accept-new`).
+    #[serde(default)]
+    pub known_hosts_files: Vec<PathBuf>,
+    /// Also accept the legacy `ssh-rsa` (SHA-1) host key algorithm.
+    #[serde(default)]
+    pub allow_ssh_rsa_sha1: bool,
+}
+
+/// The default of `state_dir`.
+pub fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/luumen-agent")
+}
+
+/// How SSH host keys are verified, as OpenSSH's `StrictHostKeyChecking`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// Trust on first use: pin the first key in `{state_dir}/known_hosts`, refuse a changed key.
+    #[default]
+    AcceptNew,
+    /// The key must already be in `known_hosts_files`.
+    Strict,
+    /// No check (a warning is logged every cycle).
+    Off,
 }
 
 fn default_log_retention_days() -> u32 {

@@ -96,6 +96,9 @@ pub struct HostEntry {
     /// Credentials for this host; `default_credentials` when absent.
     #[serde(default)]
     pub credentials: Option<Credentials>,
+    /// Overrides config.yaml's `host_key_policy` for this host.
+    #[serde(default)]
+    pub host_key_policy: Option<crate::config::HostKeyPolicy>,
 }
 
 impl HostEntry {

@@ -20,6 +20,9 @@ pub enum Status {
     AuthFailed,
     /// Connected, but the host did not finish within its time limit.
     Timeout,
+    /// The host's key is not the one on record (or unknown under `strict`); no credential was
+    /// sent.
+    HostKeyMismatch,
     /// Anything else (protocol error, unsupported protocol, internal failure).
     Error,
 }
@@ -33,6 +36,7 @@ impl Status {
             Status::Unreachable => "unreachable",
             Status::AuthFailed => "auth_failed",
             Status::Timeout => "timeout",
+            Status::HostKeyMismatch => "host_key_mismatch",
             Status::Error => "error",
         }
     }

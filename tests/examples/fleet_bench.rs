@@ -471,6 +471,9 @@ impl Fleet {
             o.concurrency
         );
         fs::write(&ansible_cfg, cfg).expect("ansible.cfg");
+        // The harness' host keys are fresh each bench: start with no pinned keys (the warm-up
+        // run pins them, as a first cycle in production does).
+        let _ = fs::remove_dir_all(run_dir.join("agent-state"));
 
         Fleet {
             sshd,
@@ -527,6 +530,8 @@ impl Fleet {
             .arg(&self.agent_inventory)
             .arg("--output")
             .arg(output)
+            .arg("--state-dir")
+            .arg(self.work.join("agent-state"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -59,6 +59,8 @@ fn main() {
                     path.to_str().expect("utf-8"),
                     "--output",
                     "-",
+                    "--state-dir",
+                    dir.join("state").to_str().expect("utf-8"),
                 ],
                 Duration::from_secs(120),
             );

@@ -66,12 +66,15 @@ fn once_with_inventory(hosts: Vec<Value>, extra_args: &[&str]) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let inventory = write_json(dir.path(), "inventory.json", &json!({ "hosts": hosts }));
     let output = dir.path().join("out.ndjson");
+    let state = dir.path().join("state");
     let mut args = vec![
         "once",
         "--inventory",
         inventory.to_str().expect("utf-8 path"),
         "--output",
         output.to_str().expect("utf-8 path"),
+        "--state-dir",
+        state.to_str().expect("utf-8 path"),
     ];
     args.extend_from_slice(extra_args);
     let out = run_agent(&args, AGENT_TIMEOUT);
@@ -359,8 +362,9 @@ fn batches_reach_the_api_with_the_api_key() {
     std::fs::write(
         &config,
         format!(
-            "api: {{ base_url: '{}', api_key: test-agent-key-123 }}\nagent_id: test-agent\nbatch: {{ max_results: 2 }}\n",
-            receiver.base_url()
+            "api: {{ base_url: '{}', api_key: test-agent-key-123 }}\nagent_id: test-agent\nbatch: {{ max_results: 2 }}\nstate_dir: '{}'\n",
+            receiver.base_url(),
+            dir.path().display()
         ),
     )
     .expect("write config");
@@ -598,4 +602,167 @@ fn private_key_text_and_encrypted_key_files_authenticate() {
         !run.stderr.contains("PRIVATE KEY"),
         "key text leaked into logs"
     );
+}
+
+/// `ssh-keygen -lf` of a public key file: the fingerprint as OpenSSH prints it.
+fn keygen_fingerprint(public_key: &Path) -> String {
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(public_key)
+        .output()
+        .expect("ssh-keygen runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint field")
+        .to_owned()
+}
+
+/// Runs `once` with an explicit state dir (so pins survive between runs) and a config.
+fn once_with_state(inventory: &Value, dir: &Path, config: Option<&str>) -> Run {
+    let inventory = write_json(dir, "inventory.json", inventory);
+    let output = dir.join("out.ndjson");
+    let _ = std::fs::remove_file(&output);
+    let state = dir.join("state");
+    let mut args = vec![
+        "once".to_owned(),
+        "--inventory".to_owned(),
+        inventory.display().to_string(),
+        "--output".to_owned(),
+        output.display().to_string(),
+        "--state-dir".to_owned(),
+        state.display().to_string(),
+    ];
+    if let Some(config) = config {
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, config).expect("write config");
+        args.extend(["--config".to_owned(), path.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_agent(&args, AGENT_TIMEOUT);
+    Run {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        results: read_ndjson(&output),
+    }
+}
+
+#[test]
+fn accept_new_pins_the_first_key_and_refuses_a_changed_one_before_authenticating() {
+    let sshd = start_sshd(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inventory = json!({"hosts": [host("pinned", sshd.address(), sshd.port(), credentials(sshd.sudo_user()))]});
+    let old_public = sshd.dir().join("ssh_host_ed25519_key.pub");
+    let old_fingerprint = keygen_fingerprint(&old_public);
+
+    let first = once_with_state(&inventory, dir.path(), None);
+    assert_collected_debian(first.result("pinned"));
+    let pins = std::fs::read_to_string(dir.path().join("state/known_hosts")).expect("pin file");
+    assert!(
+        pins.contains(&format!("[{}]:{}", sshd.address(), sshd.port())),
+        "{pins}"
+    );
+    assert!(first.stderr.contains("Host key pinned") && first.stderr.contains(&old_fingerprint));
+
+    // Same pin, same key: collected again.
+    assert_collected_debian(once_with_state(&inventory, dir.path(), None).result("pinned"));
+
+    // Swap the host key and make sshd re-read it (SIGHUP re-executes sshd).
+    let key = sshd.dir().join("ssh_host_ed25519_key");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(&old_public);
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    let new_fingerprint = keygen_fingerprint(&old_public);
+    assert_ne!(new_fingerprint, old_fingerprint);
+    for pid in sshd.pids() {
+        // SAFETY: signalling the harness' own sshd.
+        unsafe { libc::kill(i32::try_from(pid).expect("pid"), libc::SIGHUP) };
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let log_before = sshd.log().len();
+
+    let swapped = once_with_state(&inventory, dir.path(), None);
+    let result = swapped.result("pinned");
+    assert_eq!(result["status"], "host_key_mismatch", "{result:#}");
+    let message = result["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(&new_fingerprint) && message.contains(&old_fingerprint),
+        "both fingerprints, as OpenSSH prints them: {message}"
+    );
+    assert_eq!(swapped.code, Some(1));
+    let log = sshd.log();
+    let after = &log[log_before.min(log.len())..];
+    assert!(
+        after.contains("Connection from"),
+        "the agent did connect: {after}"
+    );
+    for attempt in [
+        "Accepted",
+        "Failed",
+        "authenticating user",
+        "Invalid user",
+        "Postponed",
+    ] {
+        assert!(
+            !after.contains(attempt),
+            "an authentication attempt after the swap: {after}"
+        );
+    }
+}
+
+#[test]
+fn strict_needs_the_key_in_known_hosts_files_hashed_or_not() {
+    let sshd = start_sshd(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inventory = json!({"hosts": [host("strict", sshd.address(), sshd.port(), credentials(sshd.sudo_user()))]});
+    let receiver = Receiver::start(200);
+    let config = |known_hosts: &Path| {
+        format!(
+            "api: {{ base_url: '{}', api_key: k }}\nhost_key_policy: strict\nknown_hosts_files: ['{}']\n",
+            receiver.base_url(),
+            known_hosts.display()
+        )
+    };
+
+    let empty = dir.path().join("empty_known_hosts");
+    std::fs::write(&empty, "").expect("write");
+    let unknown = once_with_state(&inventory, dir.path(), Some(&config(&empty)));
+    let result = unknown.result("strict");
+    assert_eq!(result["status"], "host_key_mismatch", "{result:#}");
+    assert_eq!(
+        error_kinds(result),
+        [("-".to_owned(), "host_key_unknown".to_owned())]
+    );
+    assert!(
+        !dir.path().join("state/known_hosts").exists(),
+        "strict never pins"
+    );
+    assert!(
+        !sshd.log().contains("Accepted"),
+        "no authentication without a known key"
+    );
+
+    // The harness' known_hosts ([addr]:port entries), then the same file hashed by ssh-keygen -H.
+    let hashed = dir.path().join("hashed_known_hosts");
+    std::fs::copy(sshd.known_hosts(), &hashed).expect("copy");
+    let status = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&hashed)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("ssh-keygen -H");
+    assert!(status.success());
+    assert!(std::fs::read_to_string(&hashed)
+        .expect("read")
+        .starts_with("|1|"));
+    for known_hosts in [sshd.known_hosts().to_path_buf(), hashed] {
+        let run = once_with_state(&inventory, dir.path(), Some(&config(&known_hosts)));
+        assert_collected_debian(run.result("strict"));
+    }
 }
