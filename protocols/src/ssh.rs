@@ -104,13 +104,22 @@ pub fn run(target: &SshTarget, exec: &Exec<'_>, limits: &Limits) -> Result<ExecO
 }
 
 fn check_key_file(path: &Path) -> Result<(), ErrorKind> {
-    match std::fs::File::open(path) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(ErrorKind::KeyFile {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        }),
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::open(path).map_err(|e| ErrorKind::KeyFile {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if let Ok(metadata) = file.metadata() {
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                message = "Private key file is readable by group or others; restrict it with chmod 600.",
+                path = %path.display(),
+                mode = format!("{:04o}", mode & 0o7777),
+            );
+        }
     }
+    Ok(())
 }
 
 fn connect(

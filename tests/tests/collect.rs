@@ -766,3 +766,158 @@ fn strict_needs_the_key_in_known_hosts_files_hashed_or_not() {
         assert_collected_debian(run.result("strict"));
     }
 }
+
+/// Strings that would do harm if any host-list field were pasted into a shell line.
+const HOSTILE: &[&str] = &[
+    "'",
+    "\"; touch {canary}; echo \"",
+    "$(touch {canary})",
+    "`touch {canary}`",
+    "x; touch {canary}",
+    "a\ntouch {canary}",
+    "|| touch {canary} #",
+    "ünï-cødé-☃-\u{202e}",
+    "-oProxyCommand=touch {canary}",
+];
+
+#[test]
+fn hostile_host_list_fields_never_reach_a_shell() {
+    let sshd =
+        SshdHarness::start(SshdConfig::with_addresses(1).extra("LogLevel DEBUG3")).expect("sshd");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let canary = dir.path().join("pwned");
+    let canary_text = canary.display().to_string();
+    let user = sshd.sudo_user();
+    let mut hosts = Vec::new();
+    for (i, pattern) in HOSTILE.iter().enumerate() {
+        let hostile = pattern.replace("{canary}", &canary_text);
+        // A hostile id with valid credentials: collected, the id only labels the result.
+        hosts.push(host(
+            &format!("{hostile}-{i}"),
+            sshd.address(),
+            sshd.port(),
+            credentials(user),
+        ));
+        // A hostile user name: refused by sshd, never executed.
+        hosts.push(host(
+            &format!("user-{i}"),
+            sshd.address(),
+            sshd.port(),
+            json!({"username": hostile, "private_key_file": user.private_key}),
+        ));
+        // A hostile address: never resolves, never reaches a shell.
+        hosts.push(host(
+            &format!("address-{i}"),
+            hostile,
+            22,
+            credentials(user),
+        ));
+    }
+    let run = once_with_inventory(hosts, &[]);
+    assert_eq!(run.results.len(), HOSTILE.len() * 3, "{}", run.stderr);
+    for (i, pattern) in HOSTILE.iter().enumerate() {
+        let id = format!("{}-{i}", pattern.replace("{canary}", &canary_text));
+        assert_collected_debian(run.result(&id));
+        let user_result = run.result(&format!("user-{i}"));
+        assert_eq!(user_result["status"], "auth_failed", "{user_result:#}");
+        let address_result = run.result(&format!("address-{i}"));
+        assert_eq!(
+            address_result["status"], "unreachable",
+            "{address_result:#}"
+        );
+    }
+    assert!(!canary.exists(), "a hostile string was executed");
+    let log = sshd.log();
+    // sshd at DEBUG3 logs every exec'd command line: "mm_audit_run_command entering command …".
+    let commands: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("mm_audit_run_command entering command"))
+        .collect();
+    assert_eq!(
+        commands.len(),
+        HOSTILE.len(),
+        "one exec per collected host: {log}"
+    );
+    for line in commands {
+        assert!(
+            line.trim_end().ends_with("entering command /bin/sh -s"),
+            "only the fixed command runs: {line}"
+        );
+    }
+}
+
+#[test]
+fn no_secret_appears_in_logs_or_output_even_at_trace_level() {
+    let sshd = start_sshd(2);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(200);
+    let api_key = "api-key-marker-7f3a9c";
+    let password = luumen_integration::users::pass_user_password();
+    let (encrypted, passphrase) = sshd.encrypted_key();
+    // A group-readable copy of the key: the agent must warn about it.
+    let loose_key = dir.path().join("loose_key");
+    std::fs::copy(encrypted, &loose_key).expect("copy key");
+    std::fs::set_permissions(
+        &loose_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .expect("chmod");
+    let inventory = json!({"hosts": [
+        host("password", sshd.addresses()[0], sshd.port(), credentials(sshd.pass_user())),
+        host("passphrase", sshd.addresses()[1], sshd.port(),
+             json!({"username": sshd.sudo_user().name, "private_key_file": loose_key, "passphrase": passphrase})),
+        host("wrong-password", sshd.addresses()[1], sshd.port(),
+             json!({"username": sshd.pass_user().name, "password": format!("{password}-wrong")})),
+    ]});
+    let inventory = write_json(dir.path(), "inventory.json", &inventory);
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "api: {{ base_url: '{}', api_key: {api_key} }}\nstate_dir: '{}'\n",
+            receiver.base_url(),
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("write config");
+    let output = dir.path().join("out.ndjson");
+    let mut command = std::process::Command::new(luumen_integration::agent_bin());
+    command
+        .args(["once", "--log-level", "trace"])
+        .args(["--config", config.to_str().expect("utf-8")])
+        .args(["--inventory", inventory.to_str().expect("utf-8")])
+        .args(["--output", output.to_str().expect("utf-8")])
+        .env("RUST_LOG", "trace");
+    let out = luumen_integration::run_command(command, AGENT_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Batch sealed."),
+        "debug/trace logging is on: {stderr}"
+    );
+    assert!(
+        stderr.contains("readable by group or others"),
+        "loose key warned about"
+    );
+    let results = read_ndjson(&output);
+    assert_eq!(results.len(), 3);
+    assert_eq!(receiver.requests_to("POST", "/reports").len(), 1);
+
+    let mut haystacks = vec![
+        ("stderr".to_owned(), out.stderr.clone()),
+        ("stdout".to_owned(), out.stdout.clone()),
+        ("ndjson".to_owned(), std::fs::read(&output).expect("ndjson")),
+    ];
+    for entry in std::fs::read_dir(dir.path().join("state")).expect("state dir") {
+        let path = entry.expect("entry").path();
+        haystacks.push((
+            path.display().to_string(),
+            std::fs::read(&path).expect("read"),
+        ));
+    }
+    for (name, bytes) in &haystacks {
+        for secret in [api_key, password.as_str(), passphrase] {
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "secret {secret:?} found in {name}");
+        }
+    }
+}
