@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod collector;
+pub mod doctor;
 pub mod host;
 pub mod protocol;
 pub mod reporter;

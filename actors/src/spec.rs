@@ -48,6 +48,7 @@ impl SshSettings {
             pin_file: self.pin_file.clone(),
             known_hosts_files: self.known_hosts_files.clone(),
             allow_ssh_rsa_sha1: self.allow_ssh_rsa_sha1,
+            pin_new_keys: true,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the config files, sets up logging and hands over to the actors.
 
 mod config;
+mod doctor;
 mod logging;
 mod runner;
 
@@ -29,6 +30,19 @@ enum Command {
     Once(RunArgs),
     /// Collect on the schedule until stopped.
     Run(RunArgs),
+    /// Check everything a collection needs — config, API, and per host TCP, host key,
+    /// authentication and each sudo read — and print how to fix what fails. Exit 0 only when
+    /// every check passes.
+    Doctor {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Check only this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: doctor::Format,
+    },
     /// Check a config.yaml or an inventory file and exit 0 when it is valid.
     ValidateConfig {
         /// The file to check.
@@ -63,6 +77,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Once(args) => runner::once(args),
         Command::Run(args) => runner::run(args),
+        Command::Doctor { run, host, format } => doctor::run(run, host, format),
         Command::ValidateConfig { file, inventory } => config::validate_file(&file, inventory),
     };
     match outcome {

@@ -61,7 +61,7 @@ fn open_output(path: Option<&Path>) -> anyhow::Result<Option<NdjsonOutput>> {
     })
 }
 
-fn api_client(config: &LocalConfig) -> anyhow::Result<ApiClient> {
+pub(crate) fn api_client(config: &LocalConfig) -> anyhow::Result<ApiClient> {
     let ca = match &config.api.ca_file {
         Some(path) => Some(
             std::fs::read(path)
@@ -123,7 +123,7 @@ async fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
     })
 }
 
-fn ssh_settings(local: Option<&LocalConfig>, state_dir: Option<&Path>) -> SshSettings {
+pub(crate) fn ssh_settings(local: Option<&LocalConfig>, state_dir: Option<&Path>) -> SshSettings {
     let state_dir = state_dir
         .map(Path::to_path_buf)
         .or_else(|| local.map(|c| c.state_dir.clone()))

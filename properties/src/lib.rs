@@ -47,6 +47,7 @@ pub mod linux;
 pub mod os;
 pub mod packages;
 pub mod plan;
+pub mod privileges;
 pub mod selinux;
 pub mod services;
 pub mod tuned;

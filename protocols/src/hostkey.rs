@@ -42,6 +42,9 @@ pub struct HostKeyCheck {
     pub known_hosts_files: Vec<PathBuf>,
     /// Also offer the legacy `ssh-rsa` (SHA-1) host key algorithm.
     pub allow_ssh_rsa_sha1: bool,
+    /// `accept-new` pins an unknown key (collection) or only accepts it (`doctor`, which
+    /// changes nothing).
+    pub pin_new_keys: bool,
 }
 
 /// Host key algorithms offered, strongest first. `ssh-rsa` (SHA-1) is appended only on request.
@@ -130,6 +133,7 @@ pub(crate) fn verify(
     match pins.check_port(address, port, blob) {
         CheckResult::Match => Ok(()),
         CheckResult::Mismatch => Err(mismatch(&pins, address, port, presented, &check.pin_file)),
+        CheckResult::NotFound | CheckResult::Failure if !check.pin_new_keys => Ok(()),
         CheckResult::NotFound | CheckResult::Failure => {
             if let Some(dir) = check.pin_file.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| store_error(dir, e.to_string()))?;

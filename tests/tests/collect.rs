@@ -921,3 +921,81 @@ fn no_secret_appears_in_logs_or_output_even_at_trace_level() {
         }
     }
 }
+
+#[test]
+fn doctor_names_each_missing_prerequisite_with_a_remedy() {
+    let sshd = start_sshd(2);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let [a, b] = [sshd.addresses()[0], sshd.addresses()[1]];
+    let wrong = json!({"username": sshd.pass_user().name, "password": "not-it"});
+    let inventory = write_json(
+        dir.path(),
+        "inventory.json",
+        &json!({"hosts": [
+            host("good", a, sshd.port(), credentials(sshd.sudo_user())),
+            // The agent would use sudo, but the host grants this user nothing.
+            host("no-sudo", b, sshd.port(), json!({"username": sshd.nosudo_user().name, "private_key_file": sshd.nosudo_user().private_key, "sudo": true})),
+            host("wrong-password", a, sshd.port(), wrong),
+            host("closed", b, closed_port(b), credentials(sshd.sudo_user())),
+        ]}),
+    );
+    let state = dir.path().join("state");
+    let doctor = |extra: &[&str]| {
+        let mut args = vec![
+            "doctor",
+            "--inventory",
+            inventory.to_str().expect("utf-8"),
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra);
+        run_agent(&args, AGENT_TIMEOUT)
+    };
+    let out = doctor(&["--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checks: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON checks");
+    let find = |host: &str, check: &str| -> &Value {
+        checks
+            .iter()
+            .find(|c| c["host"] == host && c["check"] == check)
+            .unwrap_or_else(|| panic!("no check {host}/{check}: {checks:#?}"))
+    };
+    for check in [
+        "tcp",
+        "host key",
+        "authentication",
+        "sudo dmidecode",
+        "sudo root-crontab",
+    ] {
+        assert_eq!(find("good", check)["ok"], true, "{check}");
+    }
+    let denied = find("no-sudo", "sudo root-crontab");
+    assert_eq!(denied["ok"], false);
+    assert_eq!(
+        denied["remedy"],
+        "add to /etc/sudoers.d/luumen: luumen-nosudo ALL=(root) NOPASSWD: /usr/bin/cat /var/spool/cron/crontabs/root"
+    );
+    assert_eq!(find("no-sudo", "sudo dmidecode")["ok"], false);
+    assert_eq!(
+        find("no-sudo", "sudo getenforce")["ok"],
+        true,
+        "not installed here: not needed"
+    );
+    assert_eq!(find("wrong-password", "authentication")["ok"], false);
+    assert_eq!(find("wrong-password", "tcp")["ok"], true);
+    assert_eq!(find("closed", "tcp")["ok"], false);
+    assert!(
+        !state.join("known_hosts").exists(),
+        "doctor pins no host key"
+    );
+
+    let table = doctor(&["--host", "good"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(table.status.code(), Some(0), "{text}");
+    assert!(text.contains("✓") && !text.contains("✗"), "{text}");
+}

@@ -1,0 +1,250 @@
+//! `luumen-agent doctor`: checks, per host and in parallel, everything a collection needs — TCP,
+//! host key, authentication, and each privileged read — and says how to fix what is missing.
+//! Nothing is collected and nothing is changed (no host key is pinned).
+
+use futures_util::future::join_all;
+use luumen_properties::plan::{Plan, PlanOptions};
+use luumen_properties::privileges::{self, PrivilegeState};
+use luumen_protocols::ErrorKind as TransportKind;
+use serde::Serialize;
+
+use crate::protocol::{ExecFailure, Execute, ProtocolActor};
+use crate::spec::{HostSpec, Target};
+
+/// One line of the doctor's table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// The host's id, or `-` for agent-wide checks.
+    pub host: String,
+    /// What was checked, e.g. `tcp`, `host key`, `sudo dmidecode`.
+    pub check: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// How to fix it, when it failed.
+    pub remedy: Option<String>,
+}
+
+impl Check {
+    /// A passed check.
+    pub fn pass(host: &str, check: &str, detail: impl Into<String>) -> Check {
+        Check {
+            host: host.to_owned(),
+            check: check.to_owned(),
+            ok: true,
+            detail: detail.into(),
+            remedy: None,
+        }
+    }
+
+    /// A failed check with its remedy.
+    pub fn fail(
+        host: &str,
+        check: &str,
+        detail: impl Into<String>,
+        remedy: impl Into<String>,
+    ) -> Check {
+        Check {
+            host: host.to_owned(),
+            check: check.to_owned(),
+            ok: false,
+            detail: detail.into(),
+            remedy: Some(remedy.into()),
+        }
+    }
+}
+
+/// Checks every host in parallel (bounded by the protocol pool) and returns the checks in host
+/// order.
+pub async fn diagnose(specs: Vec<HostSpec>, protocol: actix::Addr<ProtocolActor>) -> Vec<Check> {
+    let runs = specs.into_iter().map(|spec| {
+        let protocol = protocol.clone();
+        async move { diagnose_host(spec, protocol).await }
+    });
+    join_all(runs).await.into_iter().flatten().collect()
+}
+
+async fn diagnose_host(mut spec: HostSpec, protocol: actix::Addr<ProtocolActor>) -> Vec<Check> {
+    let id = spec.host.id.clone();
+    let mut checks = Vec::new();
+    let (address, username) = match &mut spec.target {
+        Target::Unsupported(reason) => {
+            return vec![Check::fail(
+                &id,
+                "protocol",
+                reason.clone(),
+                "remove the host or collect it with a supported protocol",
+            )];
+        }
+        Target::Local => ("localhost".to_owned(), None),
+        Target::Ssh(target) => {
+            target.host_key.pin_new_keys = false;
+            (
+                format!("{}:{}", target.address, target.port),
+                Some(target.username.clone()),
+            )
+        }
+    };
+    let execute = Execute {
+        host_id: id.clone(),
+        target: spec.target.clone(),
+        command: Plan::linux(&PlanOptions { use_sudo: true }, 0).command(),
+        stdin: privileges::PROBE_SCRIPT.as_bytes().to_vec(),
+        limits: spec.limits,
+    };
+    let output = match protocol.send(execute).await {
+        Err(error) => {
+            checks.push(Check::fail(
+                &id,
+                "agent",
+                error.to_string(),
+                "report this as a bug",
+            ));
+            return checks;
+        }
+        Ok(Err(failure)) => {
+            transport_checks(&id, &address, username.as_deref(), &failure, &mut checks);
+            return checks;
+        }
+        Ok(Ok(output)) => output,
+    };
+    if let Some(user) = &username {
+        checks.push(Check::pass(&id, "tcp", address.clone()));
+        checks.push(Check::pass(
+            &id,
+            "host key",
+            "known or accepted under the host key policy",
+        ));
+        checks.push(Check::pass(
+            &id,
+            "authentication",
+            format!("logged in as {user}"),
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match privileges::parse(&stdout) {
+        Err(error) => checks.push(Check::fail(
+            &id,
+            "probe",
+            format!("unexpected probe output: {error}"),
+            "the login shell must be able to run /bin/sh -s (a POSIX shell)",
+        )),
+        Ok(probe) => {
+            for privilege in &probe.privileges {
+                let name = format!("sudo {}", privilege.name);
+                let check = match privilege.state {
+                    PrivilegeState::Root => Check::pass(&id, &name, "logged in as root"),
+                    PrivilegeState::Allowed => {
+                        Check::pass(&id, &name, format!("sudo -n {}", privilege.command))
+                    }
+                    PrivilegeState::Absent => {
+                        Check::pass(&id, &name, "not installed on the host: not needed")
+                    }
+                    PrivilegeState::Denied if !spec.use_sudo => Check::fail(
+                        &id,
+                        &name,
+                        "sudo is turned off for this host (credentials.sudo: false)",
+                        "set credentials.sudo: true, or accept that this property is not collected",
+                    ),
+                    PrivilegeState::Denied if !probe.sudo_installed => Check::fail(
+                        &id,
+                        &name,
+                        "sudo is not installed",
+                        "install sudo and grant: ".to_owned()
+                            + &privilege.sudoers_line(&probe.user),
+                    ),
+                    PrivilegeState::Denied => Check::fail(
+                        &id,
+                        &name,
+                        format!("sudo -n refuses {}", privilege.command),
+                        format!(
+                            "add to /etc/sudoers.d/luumen: {}",
+                            privilege.sudoers_line(&probe.user)
+                        ),
+                    ),
+                };
+                checks.push(check);
+            }
+        }
+    }
+    checks
+}
+
+fn transport_checks(
+    id: &str,
+    address: &str,
+    username: Option<&str>,
+    failure: &ExecFailure,
+    checks: &mut Vec<Check>,
+) {
+    let ExecFailure::Transport(error) = failure else {
+        checks.push(Check::fail(
+            id,
+            "agent",
+            failure.to_string(),
+            "report this as a bug",
+        ));
+        return;
+    };
+    let message = error.kind.to_string();
+    let user = username.unwrap_or("-");
+    match &error.kind {
+        TransportKind::Unreachable { .. } => checks.push(Check::fail(
+            id,
+            "tcp",
+            message,
+            format!("check the address and port, DNS, and that a firewall lets the patch server reach {address}"),
+        )),
+        TransportKind::Timeout { stage: "connect", .. } => checks.push(Check::fail(
+            id,
+            "tcp",
+            message,
+            format!("nothing answered at {address}: check routing and firewalls"),
+        )),
+        TransportKind::HostKeyMismatch { file, .. } => {
+            checks.push(Check::pass(id, "tcp", address.to_owned()));
+            checks.push(Check::fail(
+                id,
+                "host key",
+                message,
+                format!("if the host was rebuilt on purpose, remove its entry: ssh-keygen -R '{}' -f {}", known_hosts_name(address), file.display()),
+            ));
+        }
+        TransportKind::HostKeyUnknown { files, .. } => {
+            checks.push(Check::pass(id, "tcp", address.to_owned()));
+            checks.push(Check::fail(
+                id,
+                "host key",
+                message,
+                format!("verify the key out of band, then add it to {}", files.first().map(|f| f.display().to_string()).unwrap_or_else(|| "known_hosts_files".to_owned())),
+            ));
+        }
+        TransportKind::AuthFailed { .. } => {
+            checks.push(Check::pass(id, "tcp", address.to_owned()));
+            checks.push(Check::pass(id, "host key", "known or accepted under the host key policy"));
+            checks.push(Check::fail(
+                id,
+                "authentication",
+                message,
+                format!("check the credentials of {user}: the password, or that the public key is in ~{user}/.ssh/authorized_keys"),
+            ));
+        }
+        TransportKind::KeyFile { path, .. } => checks.push(Check::fail(
+            id,
+            "authentication",
+            message,
+            format!("make {} readable by the agent's user (mode 0600), with the right passphrase", path.display()),
+        )),
+        _ => checks.push(Check::fail(id, "ssh", message, "check sshd's log on the host for the reason")),
+    }
+}
+
+/// `host` or `[host]:port` as in known_hosts, from `host:port`.
+fn known_hosts_name(address: &str) -> String {
+    match address.rsplit_once(':') {
+        Some((host, "22")) => host.to_owned(),
+        Some((host, port)) => format!("[{host}]:{port}"),
+        None => address.to_owned(),
+    }
+}
