@@ -29,7 +29,9 @@ pub mod host;
 pub mod protocol;
 pub mod reporter;
 pub mod spec;
+pub mod spool;
 pub mod supervisor;
+pub mod vault;
 
 pub use spec::{HostSpec, SshSettings, Target};
 

