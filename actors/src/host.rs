@@ -32,6 +32,8 @@ pub struct Peers {
     pub collector: Addr<CollectorActor>,
     /// Where results go.
     pub reporter: Addr<Reporter>,
+    /// Vault, for hosts whose credentials reference it.
+    pub vault: Option<crate::vault::VaultClient>,
 }
 
 /// One managed host.
@@ -106,9 +108,13 @@ impl Handler<Collect> for HostActor {
                 },
                 uuid::Uuid::new_v4().as_u128(),
             );
+            let target = match resolve_vault(&spec, peers.vault.as_ref()).await {
+                Ok(target) => target,
+                Err(message) => return credential_failure(message),
+            };
             let execute = Execute {
                 host_id: spec.host.id.clone(),
-                target: spec.target.clone(),
+                target,
                 command: plan.command(),
                 stdin: plan.script().as_bytes().to_vec(),
                 limits: spec.limits,
@@ -171,6 +177,46 @@ impl Handler<Collect> for HostActor {
             }
             status
         }))
+    }
+}
+
+/// The host's target with its Vault references resolved for this cycle only.
+async fn resolve_vault(
+    spec: &HostSpec,
+    vault: Option<&crate::vault::VaultClient>,
+) -> Result<crate::Target, String> {
+    let (Some(credentials), crate::Target::Ssh(target)) = (&spec.vault_credentials, &spec.target)
+    else {
+        return Ok(spec.target.clone());
+    };
+    let Some(vault) = vault else {
+        return Err(format!(
+            "host {}: credentials reference Vault but config.yaml has no vault block",
+            spec.host.id
+        ));
+    };
+    let mut resolved = credentials.clone();
+    crate::vault::resolve_credentials(vault, &mut resolved)
+        .await
+        .map_err(|e| format!("host {}: {e}", spec.host.id))?;
+    let mut target = target.clone();
+    target.username = resolved.username.clone();
+    target.auth = crate::spec::ssh_auth(&resolved)
+        .map_err(|missing| format!("host {}: credentials from Vault {missing}", spec.host.id))?;
+    Ok(crate::Target::Ssh(target))
+}
+
+/// Credentials that could not be had (e.g. a Vault 403/404): not retried within the cycle.
+fn credential_failure(message: String) -> Outcome {
+    Outcome {
+        status: Status::Error,
+        properties: Properties::default(),
+        errors: vec![ResultError {
+            property: None,
+            kind: "credentials".to_owned(),
+            message,
+        }],
+        broken: false,
     }
 }
 

@@ -22,6 +22,9 @@ pub struct HostSpec {
     pub use_sudo: bool,
     /// Time and size limits.
     pub limits: Limits,
+    /// The host's credentials when they reference Vault (`vault:path#field`): resolved anew
+    /// every cycle, then dropped.
+    pub vault_credentials: Option<Credentials>,
 }
 
 /// SSH settings shared by every host (from config.yaml).
@@ -97,6 +100,9 @@ impl HostSpec {
             protocol: entry.protocol,
         };
         let use_sudo = credentials.is_none_or(|c| c.sudo);
+        let vault_credentials = credentials
+            .filter(|c| entry.protocol == Protocol::Ssh && crate::vault::uses_vault(c))
+            .cloned();
         let target = match entry.protocol {
             Protocol::Local => Target::Local,
             Protocol::Winrm => Target::Unsupported(
@@ -112,6 +118,7 @@ impl HostSpec {
             target,
             use_sudo,
             limits,
+            vault_credentials,
         }
     }
 }
@@ -127,25 +134,8 @@ fn ssh_target(
         .ok_or_else(|| format!("host {:?} has no address", entry.id))?;
     let credentials =
         credentials.ok_or_else(|| format!("host {:?} has no credentials", entry.id))?;
-    let passphrase = credentials.passphrase.clone();
-    let auth = if let Some(path) = &credentials.private_key_file {
-        SshAuth::PrivateKey {
-            path: path.clone(),
-            passphrase,
-        }
-    } else if let Some(key) = &credentials.private_key {
-        SshAuth::PrivateKeyText {
-            key: key.clone(),
-            passphrase,
-        }
-    } else if let Some(password) = &credentials.password {
-        SshAuth::Password(password.clone())
-    } else {
-        return Err(format!(
-            "credentials of host {:?} have no password, private_key_file or private_key",
-            entry.id
-        ));
-    };
+    let auth = ssh_auth(credentials)
+        .map_err(|missing| format!("credentials of host {:?} {missing}", entry.id))?;
     Ok(SshTarget {
         address,
         port: entry.port_or_default().unwrap_or(22),
@@ -153,4 +143,24 @@ fn ssh_target(
         auth,
         host_key,
     })
+}
+
+/// The SSH authentication that credentials describe: a key file, else key text, else password.
+pub fn ssh_auth(credentials: &Credentials) -> Result<SshAuth, &'static str> {
+    let passphrase = credentials.passphrase.clone();
+    if let Some(path) = &credentials.private_key_file {
+        Ok(SshAuth::PrivateKey {
+            path: path.clone(),
+            passphrase,
+        })
+    } else if let Some(key) = &credentials.private_key {
+        Ok(SshAuth::PrivateKeyText {
+            key: key.clone(),
+            passphrase,
+        })
+    } else if let Some(password) = &credentials.password {
+        Ok(SshAuth::Password(password.clone()))
+    } else {
+        Err("have no password, private_key_file or private_key")
+    }
 }

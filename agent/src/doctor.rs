@@ -53,6 +53,16 @@ async fn collect_checks(args: &RunArgs, only_host: Option<&str>) -> Vec<Check> {
             }
         },
     };
+    if let Some(local) = &local {
+        match runner::vault_client(local) {
+            Ok(None) => {}
+            Err(error) => checks.push(Check::fail("-", "vault", format!("{error:#}"), "fix the vault block of config.yaml and the token / secret id files")),
+            Ok(Some(vault)) => match vault.check().await {
+                Ok(info) => checks.push(Check::pass("-", "vault", format!("token valid (ttl {:?}, renewable {})", info.ttl, info.renewable))),
+                Err(error) => checks.push(Check::fail("-", "vault", error.to_string(), "check vault.address, the CA, and the token (VAULT_TOKEN / token_file) or AppRole")),
+            },
+        }
+    }
     let mut inventory: Option<Inventory> = None;
     if let Some(path) = &args.inventory {
         match config::load_inventory(path) {

@@ -15,12 +15,14 @@ use luumen_actors::protocol::ProtocolActor;
 use luumen_actors::reporter::output::NdjsonOutput;
 use luumen_actors::reporter::{DeliveryReport, Flush, Reporter, ReporterConfig};
 use luumen_actors::supervisor::{CycleSummary, RunCycle, StartSchedule, Supervisor};
+use luumen_actors::vault::{RenewalTask, SecretSource, VaultClient, VaultSettings};
 use luumen_actors::{HostSpec, SshSettings};
 use luumen_schemas::config::{
     default_max_concurrency, default_state_dir, BatchConfig, LocalConfig, Timeouts,
 };
 use luumen_schemas::inventory::Inventory;
 use luumen_schemas::report::Status;
+use secrecy::SecretString;
 
 use crate::config;
 use crate::RunArgs;
@@ -45,6 +47,7 @@ struct Setup {
     timeouts: Timeouts,
     batch: BatchConfig,
     ssh: SshSettings,
+    vault: Option<VaultClient>,
     api: Option<ApiClient>,
     output: Option<NdjsonOutput>,
 }
@@ -117,10 +120,50 @@ async fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
         timeouts: local.as_ref().map(|c| c.timeouts).unwrap_or_default(),
         batch: local.as_ref().map(|c| c.batch).unwrap_or_default(),
         ssh: ssh_settings(local.as_ref(), args.state_dir.as_deref()),
+        vault: local.as_ref().map(vault_client).transpose()?.flatten(),
         output: open_output(output_path)?,
         inventory,
         api,
     })
+}
+
+/// A file read anew at every Vault login (tokens and secret ids rotate).
+fn file_source(path: &Path, what: &'static str) -> SecretSource {
+    let path = path.to_path_buf();
+    SecretSource::from_fn(move || {
+        std::fs::read_to_string(&path)
+            .map(|text| SecretString::from(text.trim().to_owned()))
+            .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+    })
+}
+
+/// The Vault client of config.yaml's `vault` block, if any.
+pub(crate) fn vault_client(config: &LocalConfig) -> anyhow::Result<Option<VaultClient>> {
+    let Some(vault) = &config.vault else {
+        return Ok(None);
+    };
+    let ca = match &vault.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read vault.ca_file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let token = match &vault.token_file {
+        Some(path) => Some(file_source(path, "vault.token_file")),
+        None => std::env::var("VAULT_TOKEN")
+            .ok()
+            .map(|t| SecretSource::fixed(SecretString::from(t))),
+    };
+    let secret_id = vault
+        .approle
+        .as_ref()
+        .map(|a| file_source(&a.secret_id_file, "vault.approle.secret_id_file"));
+    let settings = VaultSettings::from_config(vault, ca, token, secret_id)
+        .context("invalid vault settings")?;
+    Ok(Some(
+        VaultClient::new(settings).context("cannot set up the Vault client")?,
+    ))
 }
 
 pub(crate) fn ssh_settings(local: Option<&LocalConfig>, state_dir: Option<&Path>) -> SshSettings {
@@ -138,7 +181,15 @@ pub(crate) fn ssh_settings(local: Option<&LocalConfig>, state_dir: Option<&Path>
     }
 }
 
-fn start_actors(setup: Setup) -> (Addr<Supervisor>, Addr<Reporter>, Option<String>) {
+fn start_actors(
+    setup: Setup,
+) -> (
+    Addr<Supervisor>,
+    Addr<Reporter>,
+    Option<String>,
+    Option<RenewalTask>,
+) {
+    let renewal = setup.vault.as_ref().map(VaultClient::spawn_renewal);
     let api_url = setup.api.as_ref().map(|a| a.base_url().to_owned());
     let specs = HostSpec::from_inventory(&setup.inventory, &setup.timeouts, &setup.ssh);
     let threads = setup.max_concurrency.min(specs.len().max(1));
@@ -156,8 +207,14 @@ fn start_actors(setup: Setup) -> (Addr<Supervisor>, Addr<Reporter>, Option<Strin
         protocol,
         collector,
         reporter: reporter.clone(),
+        vault: setup.vault,
     };
-    (Supervisor::new(specs, peers).start(), reporter, api_url)
+    (
+        Supervisor::new(specs, peers).start(),
+        reporter,
+        api_url,
+        renewal,
+    )
 }
 
 /// `luumen-agent once`.
@@ -165,7 +222,7 @@ pub fn once(args: RunArgs) -> anyhow::Result<ExitCode> {
     let system = actix::System::new();
     system.block_on(async move {
         let setup = setup(&args).await?;
-        let (supervisor, reporter, api_url) = start_actors(setup);
+        let (supervisor, reporter, api_url, _renewal) = start_actors(setup);
         let summary = supervisor
             .send(RunCycle)
             .await
@@ -186,7 +243,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     system.block_on(async move {
         let setup = setup(&args).await?;
         let interval = Duration::from_secs(setup.inventory.schedule.interval_seconds);
-        let (supervisor, reporter, _api_url) = start_actors(setup);
+        let (supervisor, reporter, _api_url, _renewal) = start_actors(setup);
         supervisor.do_send(StartSchedule { interval });
         tokio::signal::ctrl_c()
             .await

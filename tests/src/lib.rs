@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod http;
 pub mod net;
+pub mod openbao;
 pub mod sshd;
 pub mod users;
 

@@ -620,6 +620,11 @@ fn keygen_fingerprint(public_key: &Path) -> String {
 
 /// Runs `once` with an explicit state dir (so pins survive between runs) and a config.
 fn once_with_state(inventory: &Value, dir: &Path, config: Option<&str>) -> Run {
+    once_with_env(inventory, dir, config, &[])
+}
+
+/// [`once_with_state`] with extra environment variables for the agent.
+fn once_with_env(inventory: &Value, dir: &Path, config: Option<&str>, env: &[(&str, &str)]) -> Run {
     let inventory = write_json(dir, "inventory.json", inventory);
     let output = dir.join("out.ndjson");
     let _ = std::fs::remove_file(&output);
@@ -638,8 +643,12 @@ fn once_with_state(inventory: &Value, dir: &Path, config: Option<&str>) -> Run {
         std::fs::write(&path, config).expect("write config");
         args.extend(["--config".to_owned(), path.display().to_string()]);
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_agent(&args, AGENT_TIMEOUT);
+    let mut command = std::process::Command::new(luumen_integration::agent_bin());
+    command.args(&args).stdin(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = luumen_integration::run_command(command, AGENT_TIMEOUT);
     Run {
         code: out.status.code(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -998,4 +1007,56 @@ fn doctor_names_each_missing_prerequisite_with_a_remedy() {
     let text = String::from_utf8_lossy(&table.stdout);
     assert_eq!(table.status.code(), Some(0), "{text}");
     assert!(text.contains("✓") && !text.contains("✗"), "{text}");
+}
+
+#[test]
+fn credentials_come_from_vault_per_cycle_and_a_missing_secret_fails_only_its_host() {
+    let sshd = start_sshd(2);
+    let bao = luumen_integration::openbao::OpenBao::start();
+    let password = luumen_integration::users::pass_user_password();
+    bao.put(
+        "hosts/pass",
+        &[
+            ("password", &password),
+            ("username", &sshd.pass_user().name),
+        ],
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(200);
+    let config = format!(
+        "api: {{ base_url: '{}', api_key: k }}\nvault: {{ address: '{}', mount: secret }}\n",
+        receiver.base_url(),
+        bao.address
+    );
+    let inventory = json!({"hosts": [
+        host("from-vault", sshd.addresses()[0], sshd.port(),
+             json!({"username": "vault:hosts/pass#username", "password": "vault:hosts/pass#password"})),
+        host("missing-secret", sshd.addresses()[1], sshd.port(),
+             json!({"username": sshd.pass_user().name, "password": "vault:hosts/nope#password"})),
+        host("plain", sshd.addresses()[1], sshd.port(), credentials(sshd.sudo_user())),
+    ]});
+    // The token reaches the agent through its environment, as VAULT_TOKEN does in production.
+    let run = once_with_env(
+        &inventory,
+        dir.path(),
+        Some(&config),
+        &[("VAULT_TOKEN", &bao.root_token)],
+    );
+    assert_collected_debian(run.result("from-vault"));
+    assert_collected_debian(run.result("plain"));
+    let missing = run.result("missing-secret");
+    assert_eq!(missing["status"], "error", "{missing:#}");
+    assert_eq!(
+        error_kinds(missing),
+        [("-".to_owned(), "credentials".to_owned())]
+    );
+    let message = missing["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("hosts/nope") && message.contains("404"),
+        "{message}"
+    );
+    for secret in [password.as_str(), bao.root_token.as_str()] {
+        assert!(!run.stderr.contains(secret), "a secret leaked into the log");
+    }
+    assert!(sshd.log().contains("Accepted password for luumen-pass"));
 }
