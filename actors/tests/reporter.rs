@@ -100,6 +100,7 @@ fn reporter(server: &Server, max_results: usize, max_wait_seconds: u64) -> actix
         api: Some(api),
         output: None,
         retry_after: Duration::from_secs(3600),
+        spool: None,
     })
     .start()
 }

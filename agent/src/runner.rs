@@ -14,6 +14,7 @@ use luumen_actors::host::Peers;
 use luumen_actors::protocol::ProtocolActor;
 use luumen_actors::reporter::output::NdjsonOutput;
 use luumen_actors::reporter::{DeliveryReport, Flush, Reporter, ReporterConfig};
+use luumen_actors::spool::{Spool, SpoolLimits};
 use luumen_actors::supervisor::{CycleSummary, RunCycle, StartSchedule, Supervisor};
 use luumen_actors::vault::{RenewalTask, SecretSource, VaultClient, VaultSettings};
 use luumen_actors::{HostSpec, SshSettings};
@@ -47,6 +48,7 @@ struct Setup {
     timeouts: Timeouts,
     batch: BatchConfig,
     ssh: SshSettings,
+    spool: Option<Spool>,
     vault: Option<VaultClient>,
     api: Option<ApiClient>,
     output: Option<NdjsonOutput>,
@@ -120,11 +122,37 @@ async fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
         timeouts: local.as_ref().map(|c| c.timeouts).unwrap_or_default(),
         batch: local.as_ref().map(|c| c.batch).unwrap_or_default(),
         ssh: ssh_settings(local.as_ref(), args.state_dir.as_deref()),
+        spool: match (&local, &api) {
+            (Some(local), Some(_)) => Some(open_spool(local, args.state_dir.as_deref())?),
+            _ => None,
+        },
         vault: local.as_ref().map(vault_client).transpose()?.flatten(),
         output: open_output(output_path)?,
         inventory,
         api,
     })
+}
+
+/// The durable spool under the state directory; damaged data found there is set aside and
+/// reported, never fatal.
+fn open_spool(local: &LocalConfig, state_dir: Option<&Path>) -> anyhow::Result<Spool> {
+    let dir = state_dir.unwrap_or(&local.state_dir).join("spool");
+    let limits = SpoolLimits {
+        max_bytes: local.spool.max_bytes,
+        ..SpoolLimits::default()
+    };
+    let (spool, recovery) = Spool::open(&dir, limits)
+        .with_context(|| format!("cannot open the spool {}", dir.display()))?;
+    let stats = spool.stats();
+    tracing::info!(
+        message = "Spool opened.",
+        dir = %dir.display(),
+        records = stats.records,
+        bytes = stats.bytes,
+        set_aside = recovery.corrupt_set_aside(),
+        torn_tails = recovery.torn_tails,
+    );
+    Ok(spool)
 }
 
 /// A file read anew at every Vault login (tokens and secret ids rotate).
@@ -201,6 +229,7 @@ fn start_actors(
         api: setup.api,
         output: setup.output,
         retry_after: RETRY_AFTER,
+        spool: setup.spool,
     })
     .start();
     let peers = Peers {
@@ -262,7 +291,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn exit_code(summary: &CycleSummary, delivery: &DeliveryReport, has_api: bool) -> u8 {
-    if has_api && delivery.batches_waiting > 0 {
+    if has_api && (delivery.batches_waiting > 0 || delivery.batches_quarantined > 0) {
         EXIT_NOT_DELIVERED
     } else if !summary.all_collected() {
         EXIT_HOSTS_FAILED
@@ -309,6 +338,13 @@ fn summary_line(
             "; {} batches ({} results) sent to {url}",
             delivery.batches_sent, delivery.results_sent
         ));
+        if delivery.batches_quarantined > 0 {
+            line.push_str(&format!(
+                "; {} batches refused by the API and quarantined: {}",
+                delivery.batches_quarantined,
+                delivery.last_error.as_deref().unwrap_or("unknown error")
+            ));
+        }
         if delivery.batches_waiting > 0 {
             line.push_str(&format!(
                 "; {} batches ({} results) NOT delivered: {}",

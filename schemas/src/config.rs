@@ -53,6 +53,30 @@ pub struct LocalConfig {
     /// Also accept the legacy `ssh-rsa` (SHA-1) host key algorithm.
     #[serde(default)]
     pub allow_ssh_rsa_sha1: bool,
+    /// The durable spool of batches waiting for the API (in `{state_dir}/spool`).
+    #[serde(default)]
+    pub spool: SpoolConfig,
+}
+
+/// The durable spool.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Most bytes on disk; beyond it new batches wait in memory and an error is logged.
+    #[serde(default = "default_spool_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_spool_bytes() -> u64 {
+    1 << 30
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            max_bytes: default_spool_bytes(),
+        }
+    }
 }
 
 /// The default of `state_dir`.

@@ -412,15 +412,16 @@ fn batches_reach_the_api_with_the_api_key() {
 }
 
 #[test]
-fn api_down_keeps_the_results_and_says_so() {
+fn api_down_keeps_the_results_in_the_spool_and_delivers_them_later_in_order() {
     let dir = tempfile::tempdir().expect("temp dir");
     let receiver = Receiver::start(503);
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "api: {{ base_url: '{}', api_key: k }}\n",
-            receiver.base_url()
+            "api: {{ base_url: '{}', api_key: k }}\nstate_dir: '{}'\n",
+            receiver.base_url(),
+            dir.path().join("state").display()
         ),
     )
     .expect("write config");
@@ -430,18 +431,21 @@ fn api_down_keeps_the_results_and_says_so() {
         &json!({"hosts": [{"id": "local", "protocol": "local"}]}),
     );
     let output = dir.path().join("out.ndjson");
-    let out = run_agent(
-        &[
-            "once",
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--inventory",
-            inventory.to_str().expect("utf-8"),
-            "--output",
-            output.to_str().expect("utf-8"),
-        ],
-        AGENT_TIMEOUT,
-    );
+    let once = || {
+        run_agent(
+            &[
+                "once",
+                "--config",
+                config.to_str().expect("utf-8"),
+                "--inventory",
+                inventory.to_str().expect("utf-8"),
+                "--output",
+                output.to_str().expect("utf-8"),
+            ],
+            AGENT_TIMEOUT,
+        )
+    };
+    let out = once();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("NOT delivered"), "{stderr}");
@@ -450,8 +454,45 @@ fn api_down_keeps_the_results_and_says_so() {
         "{stderr}"
     );
     assert!(stderr.contains("503"), "{stderr}");
-    // Nothing collected is lost: the NDJSON copy holds the result.
-    assert_eq!(read_ndjson(&output).len(), 1);
+    // Nothing collected is lost: the NDJSON copy holds the result, the spool the batch.
+    let first = read_ndjson(&output);
+    assert_eq!(first.len(), 1);
+    assert!(dir.path().join("state/spool").is_dir());
+
+    // The API is back: the next run sends the spooled batch first, then its own.
+    receiver.set_status(200);
+    let out = once();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let delivered: Vec<Value> = receiver
+        .requests_to("POST", "/reports")
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.json().expect("batch JSON"))
+        .collect();
+    assert_eq!(delivered.len(), 2, "the old batch and the new one");
+    assert_eq!(
+        delivered[0]["results"][0]["collected_at"],
+        first[0]["collected_at"]
+    );
+    assert!(
+        delivered[0]["results"][0]["collected_at"].as_str()
+            < delivered[1]["results"][0]["collected_at"].as_str(),
+        "order kept"
+    );
+    // A third run sends only its own batch: the delivered ones left the spool.
+    let out = once();
+    assert_eq!(out.status.code(), Some(0));
+    let successful = receiver
+        .requests_to("POST", "/reports")
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .count();
+    assert_eq!(successful, 3);
 }
 
 #[test]
@@ -916,13 +957,24 @@ fn no_secret_appears_in_logs_or_output_even_at_trace_level() {
         ("stdout".to_owned(), out.stdout.clone()),
         ("ndjson".to_owned(), std::fs::read(&output).expect("ndjson")),
     ];
-    for entry in std::fs::read_dir(dir.path().join("state")).expect("state dir") {
-        let path = entry.expect("entry").path();
-        haystacks.push((
-            path.display().to_string(),
-            std::fs::read(&path).expect("read"),
-        ));
+    // Every file the agent wrote under its state dir: pins and the spool's segments.
+    let mut pending = vec![dir.path().join("state")];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir") {
+                pending.push(entry.expect("entry").path());
+            }
+        } else {
+            haystacks.push((
+                path.display().to_string(),
+                std::fs::read(&path).expect("read"),
+            ));
+        }
     }
+    assert!(
+        haystacks.iter().any(|(name, _)| name.ends_with(".seg")),
+        "the spool was written and is searched too"
+    );
     for (name, bytes) in &haystacks {
         for secret in [api_key, password.as_str(), passphrase] {
             let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
@@ -1059,4 +1111,32 @@ fn credentials_come_from_vault_per_cycle_and_a_missing_secret_fails_only_its_hos
         assert!(!run.stderr.contains(secret), "a secret leaked into the log");
     }
     assert!(sshd.log().contains("Accepted password for luumen-pass"));
+}
+
+#[test]
+fn a_batch_the_api_refuses_for_good_is_quarantined_not_retried_forever() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(400);
+    let config = format!(
+        "api: {{ base_url: '{}', api_key: k }}\n",
+        receiver.base_url()
+    );
+    let inventory = json!({"hosts": [{"id": "local", "protocol": "local"}]});
+    let refused = once_with_state(&inventory, dir.path(), Some(&config));
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    assert!(refused.stderr.contains("quarantined"), "{}", refused.stderr);
+    let quarantine = dir.path().join("state/spool/quarantine");
+    let files = std::fs::read_dir(&quarantine)
+        .expect("quarantine dir")
+        .count();
+    assert!(
+        files >= 1,
+        "the refused batch is kept aside with its reason"
+    );
+
+    receiver.set_status(200);
+    let next = once_with_state(&inventory, dir.path(), Some(&config));
+    assert_eq!(next.code, Some(0), "{}", next.stderr);
+    let posts = receiver.requests_to("POST", "/reports");
+    assert_eq!(posts.len(), 2, "the quarantined batch is not sent again");
 }

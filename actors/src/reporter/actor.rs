@@ -1,6 +1,5 @@
 //! The Reporter actor.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -10,6 +9,7 @@ use luumen_schemas::report::HostResult;
 use tokio::sync::oneshot;
 
 use super::batcher::{Batcher, SealedBatch};
+use super::outbox::Outbox;
 use super::output::NdjsonOutput;
 use crate::api::ApiClient;
 
@@ -41,6 +41,13 @@ pub struct DeliveryReport {
     pub last_error: Option<String>,
     /// NDJSON lines that could not be written.
     pub output_errors: usize,
+    /// Batches the API refused for good (4xx), set aside in the spool's quarantine.
+    pub batches_quarantined: usize,
+}
+
+/// A rejected key is the agent's configuration problem, not the batch's: keep the batch.
+fn is_key_problem(error: &crate::api::ApiError) -> bool {
+    matches!(error.kind, crate::api::ApiErrorKind::KeyRejected(_))
 }
 
 /// How the Reporter is set up.
@@ -55,6 +62,8 @@ pub struct ReporterConfig {
     pub output: Option<NdjsonOutput>,
     /// Pause before sending again after a failed send (the `run` loop; `once` does not wait).
     pub retry_after: Duration,
+    /// The durable spool batches wait in; `None` keeps them in memory.
+    pub spool: Option<crate::spool::Spool>,
 }
 
 /// Batches results and posts them to the API in order.
@@ -64,8 +73,8 @@ pub struct Reporter {
     api: Option<ApiClient>,
     output: Option<NdjsonOutput>,
     retry_after: Duration,
-    /// Sealed batches not yet accepted by the API, oldest first. A disk spool replaces this.
-    outbox: VecDeque<SealedBatch>,
+    /// Sealed batches not yet accepted by the API, oldest first.
+    outbox: Outbox,
     /// A send is under way (at most one at a time, to keep order).
     sending: bool,
     /// Increments whenever the open batch is sealed, so a stale timer does nothing.
@@ -85,7 +94,7 @@ impl Reporter {
             api: config.api,
             output: config.output,
             retry_after: config.retry_after,
-            outbox: VecDeque::new(),
+            outbox: Outbox::new(config.spool),
             sending: false,
             batch_generation: 0,
             waiters: Vec::new(),
@@ -95,9 +104,10 @@ impl Reporter {
     }
 
     fn report(&self) -> DeliveryReport {
+        let (batches_waiting, results_waiting) = self.outbox.waiting();
         DeliveryReport {
-            batches_waiting: self.outbox.len(),
-            results_waiting: self.outbox.iter().map(|b| b.results).sum(),
+            batches_waiting,
+            results_waiting,
             ..self.stats.clone()
         }
     }
@@ -108,7 +118,7 @@ impl Reporter {
             any = true;
             if self.api.is_some() {
                 tracing::debug!(message = "Batch sealed.", batch_id = %batch.batch_id, results = batch.results, bytes = batch.body.len());
-                self.outbox.push_back(batch);
+                self.outbox.push(batch);
             }
         }
         if any {
@@ -127,28 +137,39 @@ impl Reporter {
         if self.sending {
             return;
         }
-        let (Some(api), Some(batch)) = (self.api.clone(), self.outbox.front()) else {
+        let Some(api) = self.api.clone() else {
+            self.answer_waiters();
+            return;
+        };
+        let Some((key, batch)) = self.outbox.front() else {
             self.answer_waiters();
             return;
         };
         self.sending = true;
-        let body = batch.body.clone();
         let batch_id = batch.batch_id;
         let results = batch.results;
-        let send = async move { api.post_batch(body).await };
+        let send = async move { api.post_batch(batch.body).await };
         ctx.spawn(send.into_actor(self).map(move |outcome, act, ctx| {
             act.sending = false;
             match outcome {
                 Ok(()) => {
                     tracing::info!(message = "Batch sent.", %batch_id, results);
-                    act.outbox.pop_front();
+                    act.outbox.remove(key);
                     act.stats.batches_sent += 1;
                     act.stats.results_sent += results;
                     act.stats.last_error = None;
                     act.pump(ctx);
                 }
+                Err(error) if !error.is_retriable() && !is_key_problem(&error) => {
+                    // The API will never take this batch (e.g. 400, 413): set it aside, go on.
+                    act.outbox.quarantine(key, &error.to_string());
+                    act.stats.batches_quarantined += 1;
+                    act.stats.last_error = Some(error.to_string());
+                    act.pump(ctx);
+                }
                 Err(error) => {
-                    tracing::error!(message = "Failed to send batch.", %batch_id, results, %error, waiting = act.outbox.len());
+                    let (waiting, _) = act.outbox.waiting();
+                    tracing::error!(message = "Failed to send batch.", %batch_id, results, %error, waiting);
                     act.stats.last_error = Some(error.to_string());
                     // The batch stays first in the outbox; try again later, in order.
                     act.answer_waiters();

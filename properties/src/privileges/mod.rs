@@ -137,8 +137,9 @@ mod tests {
 
     #[test]
     fn root_needs_no_sudo() {
-        let probe = parse("user root\nroot yes\nsudo no\ncheck dmidecode denied /usr/sbin/dmidecode\n")
-            .expect("parses");
+        let probe =
+            parse("user root\nroot yes\nsudo no\ncheck dmidecode denied /usr/sbin/dmidecode\n")
+                .expect("parses");
         assert_eq!(probe.privileges[0].state, PrivilegeState::Root);
     }
 

@@ -1,0 +1,123 @@
+//! Sealed batches waiting for the API: on the durable spool when there is one, in memory
+//! otherwise (and for a batch the spool refused, so that nothing collected is dropped while the
+//! process runs). Oldest first: spooled batches, then in-memory ones.
+
+use std::collections::VecDeque;
+
+use super::batcher::SealedBatch;
+use crate::spool::{NewRecord, RecordId, Spool};
+
+/// Which waiting batch, for [`Outbox::remove`] and [`Outbox::quarantine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// A record of the spool.
+    Spooled(RecordId),
+    /// The first in-memory batch.
+    Memory,
+}
+
+/// The waiting batches.
+pub struct Outbox {
+    spool: Option<Spool>,
+    memory: VecDeque<SealedBatch>,
+}
+
+impl Outbox {
+    /// An outbox on `spool`, or in memory only.
+    pub fn new(spool: Option<Spool>) -> Outbox {
+        Outbox {
+            spool,
+            memory: VecDeque::new(),
+        }
+    }
+
+    /// Keeps a batch: returns once it is on disk (fsync'd) when there is a spool.
+    pub fn push(&mut self, batch: SealedBatch) {
+        if let Some(spool) = &mut self.spool {
+            match spool.append(&NewRecord::from(&batch)) {
+                Ok(id) => {
+                    tracing::debug!(message = "Batch spooled.", batch_id = %batch.batch_id, record = %id);
+                    return;
+                }
+                Err(error) => tracing::error!(
+                    message = "Cannot spool batch; keeping it in memory.",
+                    batch_id = %batch.batch_id,
+                    results = batch.results,
+                    %error,
+                ),
+            }
+        }
+        self.memory.push_back(batch);
+    }
+
+    /// The oldest waiting batch.
+    pub fn front(&mut self) -> Option<(Key, SealedBatch)> {
+        if let Some(spool) = &mut self.spool {
+            match spool.peek_oldest() {
+                Ok(Some(record)) => {
+                    let id = record.id;
+                    return Some((Key::Spooled(id), record.into_sealed()));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(message = "Cannot read the spool.", %error);
+                }
+            }
+        }
+        self.memory.front().map(|b| (Key::Memory, b.clone()))
+    }
+
+    /// Forgets a batch the API accepted.
+    pub fn remove(&mut self, key: Key) {
+        match key {
+            Key::Memory => {
+                self.memory.pop_front();
+            }
+            Key::Spooled(id) => {
+                if let Some(Err(error)) = self.spool.as_mut().map(|s| s.ack(id)) {
+                    tracing::error!(message = "Cannot acknowledge a spooled batch; it may be sent again (the API stores it once).", record = %id, %error);
+                }
+            }
+        }
+    }
+
+    /// Sets aside a batch the API refused for good (4xx), with the reason.
+    pub fn quarantine(&mut self, key: Key, reason: &str) {
+        match key {
+            Key::Memory => {
+                if let Some(batch) = self.memory.pop_front() {
+                    tracing::error!(message = "Batch refused by the API and dropped (no spool to quarantine it in).", batch_id = %batch.batch_id, reason);
+                }
+            }
+            Key::Spooled(id) => match self.spool.as_mut().map(|s| s.quarantine(id, reason)) {
+                Some(Ok(path)) => {
+                    tracing::error!(message = "Batch refused by the API; quarantined.", record = %id, path = %path.display(), reason)
+                }
+                Some(Err(error)) => {
+                    tracing::error!(message = "Cannot quarantine a refused batch.", record = %id, %error)
+                }
+                None => {}
+            },
+        }
+    }
+
+    /// Waiting batches and the results in them.
+    pub fn waiting(&self) -> (usize, usize) {
+        let (mut batches, mut results) = (
+            self.memory.len(),
+            self.memory.iter().map(|b| b.results).sum(),
+        );
+        if let Some(spool) = &self.spool {
+            for record in spool.iter_pending() {
+                batches += 1;
+                results += record.results as usize;
+            }
+        }
+        (batches, results)
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_empty() && self.spool.as_ref().is_none_or(Spool::is_empty)
+    }
+}
