@@ -1,12 +1,12 @@
 # luumen-agent — the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
-AGENT := target/debug/luumen-agent
 
 .PHONY: run test deps build lint fmt unit integration clean
 
-## Collect this machine through the local protocol and print the result (NDJSON on stdout).
+## The whole system on this machine: luumen-api on loopback with a fresh data dir, this machine
+## registered as a host (local protocol), one agent cycle, and what the API now holds for it.
 run: build
-	$(AGENT) once --inventory examples/local.yaml --output -
+	bash examples/run-local.sh
 
 ## Everything CI runs: system packages, formatting, lints, unit, doc and integration tests.
 test: deps build lint
@@ -22,7 +22,7 @@ deps:
 	bash tests/setup/install-deps.sh
 
 build:
-	$(CARGO) build -p luumen-agent
+	$(CARGO) build -p luumen-agent -p luumen-api
 
 lint:
 	$(CARGO) fmt --all -- --check

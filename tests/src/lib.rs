@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod api_server;
 pub mod http;
 pub mod net;
 pub mod openbao;
