@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -30,6 +31,8 @@ pub enum ApiErrorKind {
         status: u16,
         /// The start of the response body.
         body: String,
+        /// The server's `Retry-After` on a 429 or 503, as a wait from when the answer came.
+        retry_after: Option<Duration>,
     },
     /// No answer: connection refused, DNS, TLS, timeout.
     #[error("{0}")]
@@ -50,6 +53,44 @@ impl ApiError {
             ApiErrorKind::KeyRejected(_) | ApiErrorKind::Setup(_) => false,
         }
     }
+
+    /// How long the server asked us to wait (`Retry-After` on a 429 or 503), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match &self.kind {
+            ApiErrorKind::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Parses a `Retry-After` value (RFC 9110 §10.2.3): delay-seconds (`120`) or an HTTP-date
+/// (IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`, or the obsolete RFC 850 and asctime forms),
+/// as a wait from `now`. A date in the past is a zero wait; anything else is `None`.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits to fit is still "a very long time"; the caller caps it.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let date = parse_http_date(value)?;
+    Some((date - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+fn parse_http_date(value: &str) -> Option<DateTime<Utc>> {
+    // IMF-fixdate is RFC 5322's date-time with the zone "GMT".
+    if value.ends_with(" GMT") {
+        if let Ok(date) = DateTime::parse_from_rfc2822(value) {
+            return Some(date.with_timezone(&Utc));
+        }
+    }
+    // RFC 850 ("Sunday, 06-Nov-94 08:49:37 GMT") and asctime ("Sun Nov  6 08:49:37 1994").
+    ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(value, format).ok())
+        .map(|naive| naive.and_utc())
 }
 
 /// Talks to one Luumen API.
@@ -144,6 +185,17 @@ impl ApiClient {
             .await
             .map_err(|e| fail(ApiErrorKind::Transport(error_chain(&e))))?;
         let status = response.status();
+        let retry_after = if status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, Utc::now()))
+        } else {
+            None
+        };
         let body = response
             .bytes()
             .await
@@ -159,6 +211,7 @@ impl ApiClient {
         Err(fail(ApiErrorKind::Status {
             status: status.as_u16(),
             body: snippet,
+            retry_after,
         }))
     }
 }
@@ -173,4 +226,89 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("1994-11-06T08:49:00Z")
+            .expect("valid")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        let cases = [
+            ("0", Some(0)),
+            ("1", Some(1)),
+            ("120", Some(120)),
+            (" 30 ", Some(30)),
+            ("99999999999999999999999", Some(u64::MAX)),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                parse_retry_after(value, now()),
+                expected.map(Duration::from_secs),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_http_dates() {
+        let cases = [
+            ("Sun, 06 Nov 1994 08:49:37 GMT", Some(37)),
+            ("Sun, 06 Nov 1994 09:49:00 GMT", Some(3600)),
+            ("Sunday, 06-Nov-94 08:49:37 GMT", Some(37)),
+            ("Sun Nov  6 08:49:37 1994", Some(37)),
+            // In the past: retry now.
+            ("Sat, 05 Nov 1994 08:49:37 GMT", Some(0)),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                parse_retry_after(value, now()),
+                expected.map(Duration::from_secs),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_garbage_is_none() {
+        for value in [
+            "",
+            "   ",
+            "-1",
+            "1.5",
+            "soon",
+            "12s",
+            "Sun, 06 Nov 1994 25:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 +0200",
+            "Sun, 06 Nov 1994",
+            "\u{1F600}",
+        ] {
+            assert_eq!(parse_retry_after(value, now()), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_exposed_on_status_errors_only() {
+        let error = |kind| ApiError {
+            url: "u".into(),
+            kind,
+        };
+        let status = error(ApiErrorKind::Status {
+            status: 503,
+            body: String::new(),
+            retry_after: Some(Duration::from_secs(7)),
+        });
+        assert_eq!(status.retry_after(), Some(Duration::from_secs(7)));
+        assert!(status.is_retriable());
+        assert_eq!(
+            error(ApiErrorKind::Transport("x".into())).retry_after(),
+            None
+        );
+    }
 }

@@ -25,6 +25,9 @@ pub struct HostSpec {
     /// The host's credentials when they reference Vault (`vault:path#field`): resolved anew
     /// every cycle, then dropped.
     pub vault_credentials: Option<Credentials>,
+    /// A hash of everything that defines the host (entry, credentials, limits, host key
+    /// settings): a reload restarts the host only when it changed. Kept in memory only.
+    pub fingerprint: u64,
 }
 
 /// SSH settings shared by every host (from config.yaml).
@@ -113,12 +116,14 @@ impl HostSpec {
                 Err(reason) => Target::Unsupported(reason),
             },
         };
+        let fingerprint = fingerprint(entry, credentials, &limits, ssh);
         HostSpec {
             host,
             target,
             use_sudo,
             limits,
             vault_credentials,
+            fingerprint,
         }
     }
 }
@@ -163,4 +168,45 @@ pub fn ssh_auth(credentials: &Credentials) -> Result<SshAuth, &'static str> {
     } else {
         Err("have no password, private_key_file or private_key")
     }
+}
+
+/// Hashes what defines a host, secrets included (the hash never leaves the process).
+fn fingerprint(
+    entry: &HostEntry,
+    credentials: Option<&Credentials>,
+    limits: &Limits,
+    ssh: &SshSettings,
+) -> u64 {
+    use secrecy::ExposeSecret;
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        &entry.id,
+        &entry.address,
+        entry.port,
+        entry.protocol,
+        &entry.groups,
+    )
+        .hash(&mut hasher);
+    format!("{:?}", entry.host_key_policy.unwrap_or(ssh.host_key_policy)).hash(&mut hasher);
+    (
+        &ssh.pin_file,
+        &ssh.known_hosts_files,
+        ssh.allow_ssh_rsa_sha1,
+    )
+        .hash(&mut hasher);
+    (limits.connect, limits.total, limits.max_output_bytes).hash(&mut hasher);
+    if let Some(c) = credentials {
+        let secret =
+            |s: &Option<secrecy::SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned());
+        (
+            &c.username,
+            secret(&c.password),
+            &c.private_key_file,
+            secret(&c.private_key),
+        )
+            .hash(&mut hasher);
+        (secret(&c.passphrase), c.sudo).hash(&mut hasher);
+    }
+    hasher.finish()
 }

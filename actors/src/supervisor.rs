@@ -25,6 +25,45 @@ pub struct StartSchedule {
     pub interval: Duration,
 }
 
+/// Replace the host list: start added hosts, stop removed ones, restart changed ones (by
+/// [`HostSpec::fingerprint`]), leave the rest running. A collection in flight finishes and its
+/// result is kept.
+#[derive(Debug, Message)]
+#[rtype(result = "HostChanges")]
+pub struct UpdateHosts(pub Vec<HostSpec>);
+
+/// What [`UpdateHosts`] did, by host id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostChanges {
+    /// New hosts.
+    pub added: Vec<String>,
+    /// Hosts no longer in the list.
+    pub removed: Vec<String>,
+    /// Hosts whose definition changed (restarted).
+    pub changed: Vec<String>,
+    /// Hosts left running as they were.
+    pub unchanged: usize,
+}
+
+/// Stop scheduling new cycles (a running cycle finishes).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopSchedule;
+
+/// Is the Supervisor responsive, and is a cycle running? (Watchdog and shutdown use it.)
+#[derive(Debug, Message)]
+#[rtype(result = "SupervisorState")]
+pub struct Ping;
+
+/// The answer to [`Ping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupervisorState {
+    /// Cycles started so far.
+    pub cycles: u64,
+    /// A cycle is in progress.
+    pub cycle_running: bool,
+}
+
 /// How one cycle went.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CycleSummary {
@@ -63,6 +102,8 @@ pub struct Supervisor {
     hosts: BTreeMap<String, Slot>,
     cycle: u64,
     cycle_running: bool,
+    /// The schedule's timer, so it can be replaced or stopped.
+    schedule: Option<SpawnHandle>,
 }
 
 /// First backoff after a HostActor failure; doubles per failure in a row, capped.
@@ -92,6 +133,7 @@ impl Supervisor {
             hosts,
             cycle: 0,
             cycle_running: false,
+            schedule: None,
         }
     }
 
@@ -240,7 +282,84 @@ impl Handler<StartSchedule> for Supervisor {
             let cycle = act.cycle_future().map(|_summary, _act, _ctx| ());
             ctx.spawn(cycle);
         };
-        tick(self, ctx);
-        ctx.run_interval(msg.interval, tick);
+        if let Some(previous) = self.schedule.take() {
+            // A new interval (reload): no extra cycle now, the next one comes on the new timer.
+            ctx.cancel_future(previous);
+        } else {
+            tick(self, ctx);
+        }
+        self.schedule = Some(ctx.run_interval(msg.interval, tick));
+    }
+}
+
+impl Handler<StopSchedule> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopSchedule, ctx: &mut Context<Self>) {
+        if let Some(schedule) = self.schedule.take() {
+            ctx.cancel_future(schedule);
+            tracing::info!(message = "Schedule stopped.", cycles = self.cycle);
+        }
+    }
+}
+
+impl Handler<Ping> for Supervisor {
+    type Result = MessageResult<Ping>;
+
+    fn handle(&mut self, _msg: Ping, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(SupervisorState {
+            cycles: self.cycle,
+            cycle_running: self.cycle_running,
+        })
+    }
+}
+
+impl Handler<UpdateHosts> for Supervisor {
+    type Result = MessageResult<UpdateHosts>;
+
+    fn handle(
+        &mut self,
+        UpdateHosts(specs): UpdateHosts,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let mut changes = HostChanges::default();
+        let mut next = BTreeMap::new();
+        for spec in specs {
+            let id = spec.host.id.clone();
+            match self.hosts.remove(&id) {
+                Some(slot) if slot.spec.fingerprint == spec.fingerprint => {
+                    changes.unchanged += 1;
+                    next.insert(id, slot);
+                }
+                previous => {
+                    // Dropping the old address lets an in-flight collection finish first.
+                    if previous.is_some() {
+                        changes.changed.push(id.clone());
+                    } else {
+                        changes.added.push(id.clone());
+                    }
+                    let actor = HostActor::new(spec.clone(), self.peers.clone()).start();
+                    next.insert(
+                        id,
+                        Slot {
+                            spec,
+                            actor,
+                            restarts: 0,
+                            hold_until: None,
+                        },
+                    );
+                }
+            }
+        }
+        changes.removed = std::mem::take(&mut self.hosts).into_keys().collect();
+        self.hosts = next;
+        tracing::info!(
+            message = "Host list updated.",
+            added = ?changes.added,
+            removed = ?changes.removed,
+            changed = ?changes.changed,
+            unchanged = changes.unchanged,
+        );
+        MessageResult(changes)
     }
 }

@@ -1,6 +1,8 @@
 //! The Reporter against a real HTTP server on loopback: batches sealed by the timer started by
-//! their first result, by count, and on Flush; failed sends stay in the outbox in order.
+//! their first result, by count, and on Flush; failed sends stay in the outbox in order and are
+//! retried after the server's `Retry-After`.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -8,17 +10,31 @@ use std::time::{Duration, Instant};
 use actix::Actor;
 use chrono::Utc;
 use luumen_actors::api::ApiClient;
+use luumen_actors::reporter::retry::RetryPolicy;
 use luumen_actors::reporter::{Flush, Report, Reporter, ReporterConfig};
 use luumen_schemas::config::BatchConfig;
 use luumen_schemas::inventory::Protocol;
 use luumen_schemas::report::{Batch, HostRef, HostResult, Status};
 use secrecy::SecretString;
 
-/// A tiny_http server recording POST bodies and answering with a settable status.
+/// One request the server saw: when, what it answered, the body.
+struct Seen {
+    at: Instant,
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// Answers to give first, in order: status and `Retry-After`.
+type Script = VecDeque<(u16, Option<&'static str>)>;
+
+/// A tiny_http server recording POST bodies and answering with a settable status, or with the
+/// scripted answers (status, `Retry-After`) first, in order.
 struct Server {
     url: String,
     bodies: Arc<Mutex<Vec<Vec<u8>>>>,
     status: Arc<Mutex<u16>>,
+    script: Arc<Mutex<Script>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     server: Arc<tiny_http::Server>,
 }
 
@@ -31,23 +47,44 @@ impl Server {
         );
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(Mutex::new(200u16));
-        let (s, b, st) = (server.clone(), bodies.clone(), status.clone());
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s, b, st, sc, se) = (
+            server.clone(),
+            bodies.clone(),
+            status.clone(),
+            script.clone(),
+            seen.clone(),
+        );
         thread::spawn(move || {
             for mut request in s.incoming_requests() {
                 let mut body = Vec::new();
                 let _ = request.as_reader().read_to_end(&mut body);
-                let code = *st.lock().expect("lock");
+                let scripted = sc.lock().expect("lock").pop_front();
+                let (code, retry_after) = scripted.unwrap_or((*st.lock().expect("lock"), None));
                 if code < 300 {
-                    b.lock().expect("lock").push(body);
+                    b.lock().expect("lock").push(body.clone());
                 }
-                let _ =
-                    request.respond(tiny_http::Response::from_string("{}").with_status_code(code));
+                se.lock().expect("lock").push(Seen {
+                    at: Instant::now(),
+                    status: code,
+                    body,
+                });
+                let mut response = tiny_http::Response::from_string("{}").with_status_code(code);
+                if let Some(value) = retry_after {
+                    let header =
+                        tiny_http::Header::from_bytes("Retry-After", value).expect("valid header");
+                    response = response.with_header(header);
+                }
+                let _ = request.respond(response);
             }
         });
         Server {
             url,
             bodies,
             status,
+            script,
+            seen,
             server,
         }
     }
@@ -82,7 +119,22 @@ fn result(id: &str) -> HostResult {
     }
 }
 
+/// A policy whose own backoff never fires during a test.
+const NO_RETRY: RetryPolicy = RetryPolicy {
+    initial: Duration::from_secs(3600),
+    max: Duration::from_secs(3600),
+};
+
 fn reporter(server: &Server, max_results: usize, max_wait_seconds: u64) -> actix::Addr<Reporter> {
+    reporter_with(server, max_results, max_wait_seconds, NO_RETRY)
+}
+
+fn reporter_with(
+    server: &Server,
+    max_results: usize,
+    max_wait_seconds: u64,
+    retry: RetryPolicy,
+) -> actix::Addr<Reporter> {
     let api = ApiClient::new(
         &server.url,
         &SecretString::from("key"),
@@ -99,7 +151,7 @@ fn reporter(server: &Server, max_results: usize, max_wait_seconds: u64) -> actix
         },
         api: Some(api),
         output: None,
-        retry_after: Duration::from_secs(3600),
+        retry,
         spool: None,
     })
     .start()
@@ -162,4 +214,53 @@ async fn failed_batches_stay_queued_in_order_and_are_sent_on_the_next_flush() {
         .flat_map(|b| b.results.iter().map(|r| r.host.id.clone()))
         .collect();
     assert_eq!(order, ["a", "b", "c"], "order is kept after recovery");
+}
+
+#[actix_rt::test]
+async fn retry_after_is_honoured_and_the_batch_arrives_once_in_order() {
+    let server = Server::start();
+    server
+        .script
+        .lock()
+        .expect("lock")
+        .extend([(503, Some("1")), (503, Some("1"))]);
+    // The policy alone would retry within 10 ms; the server's Retry-After must win.
+    let policy = RetryPolicy {
+        initial: Duration::from_millis(5),
+        max: Duration::from_millis(10),
+    };
+    let reporter = reporter_with(&server, 1, 3600, policy);
+    let started = Instant::now();
+    reporter.do_send(Report(result("a")));
+    reporter.do_send(Report(result("b")));
+    let batches = wait_async(&server, 2, Duration::from_secs(15)).await;
+
+    let ids: Vec<&str> = batches
+        .iter()
+        .flat_map(|b| b.results.iter().map(|r| r.host.id.as_str()))
+        .collect();
+    assert_eq!(ids, ["a", "b"], "each batch arrives once, in order");
+    {
+        let seen = server.seen.lock().expect("lock");
+        let statuses: Vec<u16> = seen.iter().map(|s| s.status).collect();
+        assert_eq!(statuses, [503, 503, 200, 200], "no extra attempts");
+        assert!(
+            seen[0].body == seen[1].body && seen[1].body == seen[2].body,
+            "the same batch (same batch_id) is sent again"
+        );
+        let first_ok = seen[2].at.duration_since(started);
+        assert!(
+            first_ok >= Duration::from_secs(2),
+            "delivered after {first_ok:?}, before two Retry-After: 1"
+        );
+        for pair in seen.windows(2).take(2) {
+            let gap = pair[1].at.duration_since(pair[0].at);
+            assert!(gap >= Duration::from_millis(990), "retried after {gap:?}");
+        }
+    }
+
+    let report = reporter.send(Flush).await.expect("reporter alive");
+    assert_eq!(report.batches_sent, 2);
+    assert_eq!(report.batches_waiting, 0);
+    assert_eq!(report.last_error, None);
 }

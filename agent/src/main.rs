@@ -5,6 +5,7 @@ mod config;
 mod doctor;
 mod logging;
 mod runner;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,18 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: doctor::Format,
     },
+    /// Write a systemd unit for `run --config CONFIG` (default /etc/systemd/system/luumen-agent.service).
+    InstallService {
+        /// The config.yaml the service runs with.
+        #[arg(long, default_value = "/etc/luumen/config.yaml")]
+        config: PathBuf,
+        /// Where to write the unit.
+        #[arg(long, default_value = "/etc/systemd/system/luumen-agent.service")]
+        unit: PathBuf,
+        /// Use Type=notify-reload (systemd 253+); detected from `systemctl --version` by default.
+        #[arg(long)]
+        notify_reload: Option<bool>,
+    },
     /// Check a config.yaml or an inventory file and exit 0 when it is valid.
     ValidateConfig {
         /// The file to check.
@@ -72,12 +85,23 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // First of all: a SIGHUP that arrives before `run` has installed its reload handler (or
+    // during `once`) must not kill the process. `run` replaces this with its handler.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     logging::init(&cli.log_level);
     let outcome = match cli.command {
         Command::Once(args) => runner::once(args),
         Command::Run(args) => runner::run(args),
         Command::Doctor { run, host, format } => doctor::run(run, host, format),
+        Command::InstallService {
+            config,
+            unit,
+            notify_reload,
+        } => install_service(&config, &unit, notify_reload),
         Command::ValidateConfig { file, inventory } => config::validate_file(&file, inventory),
     };
     match outcome {
@@ -88,4 +112,40 @@ fn main() -> ExitCode {
             ExitCode::from(runner::EXIT_CONFIG)
         }
     }
+}
+
+/// Writes the unit file; paths come from config.yaml (state_dir, log_dir) when it can be read.
+fn install_service(
+    config: &std::path::Path,
+    unit: &std::path::Path,
+    notify_reload: Option<bool>,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let binary = std::env::current_exe().context("cannot find this executable")?;
+    let local = config::load_local(config).ok();
+    let state_dir = local
+        .as_ref()
+        .map(|c| c.state_dir.clone())
+        .unwrap_or_else(luumen_schemas::config::default_state_dir);
+    let log_dir = local.as_ref().and_then(|c| c.log_dir.clone());
+    let notify_reload =
+        notify_reload.unwrap_or_else(|| service::systemd_version().is_some_and(|v| v >= 253));
+    let text = service::unit_file(
+        &binary,
+        config,
+        &state_dir,
+        log_dir.as_deref(),
+        notify_reload,
+    );
+    std::fs::write(unit, text).with_context(|| format!("cannot write {}", unit.display()))?;
+    println!(
+        "wrote {} (Type={}); next: systemctl daemon-reload && systemctl enable --now luumen-agent",
+        unit.display(),
+        if notify_reload {
+            "notify-reload"
+        } else {
+            "notify"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }

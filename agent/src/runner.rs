@@ -13,9 +13,12 @@ use luumen_actors::collector::CollectorActor;
 use luumen_actors::host::Peers;
 use luumen_actors::protocol::ProtocolActor;
 use luumen_actors::reporter::output::NdjsonOutput;
+use luumen_actors::reporter::retry::RetryPolicy;
 use luumen_actors::reporter::{DeliveryReport, Flush, Reporter, ReporterConfig};
 use luumen_actors::spool::{Spool, SpoolLimits};
-use luumen_actors::supervisor::{CycleSummary, RunCycle, StartSchedule, Supervisor};
+use luumen_actors::supervisor::{
+    CycleSummary, Ping, RunCycle, StartSchedule, StopSchedule, Supervisor, UpdateHosts,
+};
 use luumen_actors::vault::{RenewalTask, SecretSource, VaultClient, VaultSettings};
 use luumen_actors::{HostSpec, SshSettings};
 use luumen_schemas::config::{
@@ -24,8 +27,11 @@ use luumen_schemas::config::{
 use luumen_schemas::inventory::Inventory;
 use luumen_schemas::report::Status;
 use secrecy::SecretString;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config;
+use crate::logging;
+use crate::service;
 use crate::RunArgs;
 
 /// Some host was not collected.
@@ -37,11 +43,11 @@ pub const EXIT_NOT_DELIVERED: u8 = 3;
 
 /// Threads that run the parsers.
 const COLLECTOR_THREADS: usize = 2;
-/// Pause before sending again after a failed send in `run`.
-const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Everything a cycle needs, read before the actors start.
 struct Setup {
+    /// Keeps the rolling log files open for the whole run.
+    log_files: Option<logging::FileGuard>,
     inventory: Inventory,
     agent_id: String,
     max_concurrency: usize,
@@ -91,6 +97,14 @@ async fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
     if local.is_none() && args.inventory.is_none() {
         bail!("give --config FILE (the API's remote config) or --inventory FILE (a host list)");
     }
+    let log_files = match (&local, logging::handle()) {
+        (Some(local), Some(handle)) => local
+            .log_dir
+            .as_deref()
+            .map(|dir| logging::add_file_output(&handle, dir, local.log_retention_days))
+            .transpose()?,
+        _ => None,
+    };
     let api = local.as_ref().map(api_client).transpose()?;
     let inventory = match (&args.inventory, &api) {
         (Some(path), _) => config::load_inventory(path)?,
@@ -112,6 +126,7 @@ async fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
         (path, _) => path.as_deref(),
     };
     Ok(Setup {
+        log_files,
         agent_id: local
             .as_ref()
             .and_then(|c| c.agent_id.clone())
@@ -228,7 +243,7 @@ fn start_actors(
         batch: setup.batch,
         api: setup.api,
         output: setup.output,
-        retry_after: RETRY_AFTER,
+        retry: RetryPolicy::default(),
         spool: setup.spool,
     })
     .start();
@@ -250,7 +265,8 @@ fn start_actors(
 pub fn once(args: RunArgs) -> anyhow::Result<ExitCode> {
     let system = actix::System::new();
     system.block_on(async move {
-        let setup = setup(&args).await?;
+        let mut setup = setup(&args).await?;
+        let _log_files = setup.log_files.take();
         let (supervisor, reporter, api_url, _renewal) = start_actors(setup);
         let summary = supervisor
             .send(RunCycle)
@@ -266,25 +282,110 @@ pub fn once(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `luumen-agent run`.
+/// Time a running cycle gets to finish after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+/// Time the last send gets after SIGTERM (everything is in the spool before it starts).
+const FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+/// Re-reads config.yaml and the host list (file or API) for a reload.
+async fn reload(
+    args: &RunArgs,
+    api: Option<&ApiClient>,
+) -> anyhow::Result<(Vec<HostSpec>, Duration)> {
+    let local = match &args.config {
+        Some(path) => Some(config::load_local(path)?),
+        None => None,
+    };
+    let inventory = match (&args.inventory, api) {
+        (Some(path), _) => config::load_inventory(path)?,
+        (None, Some(api)) => {
+            let body = api
+                .fetch_config()
+                .await
+                .context("cannot fetch the remote config")?;
+            config::parse_remote(&body, &format!("{}/config", api.base_url()))?
+        }
+        (None, None) => bail!("no host list: give --config or --inventory"),
+    };
+    let timeouts = local.as_ref().map(|c| c.timeouts).unwrap_or_default();
+    let ssh = ssh_settings(local.as_ref(), args.state_dir.as_deref());
+    let interval = Duration::from_secs(inventory.schedule.interval_seconds);
+    Ok((
+        HostSpec::from_inventory(&inventory, &timeouts, &ssh),
+        interval,
+    ))
+}
+
+/// `luumen-agent run`: collect on the schedule; SIGHUP reloads, SIGTERM/SIGINT stop.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let system = actix::System::new();
     system.block_on(async move {
-        let setup = setup(&args).await?;
-        let interval = Duration::from_secs(setup.inventory.schedule.interval_seconds);
+        // Signal handlers before anything else: a SIGHUP during start-up must not kill us.
+        let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut setup = setup(&args).await?;
+        let _log_files = setup.log_files.take();
+        let api = setup.api.clone();
+        let mut interval = Duration::from_secs(setup.inventory.schedule.interval_seconds);
         let (supervisor, reporter, _api_url, _renewal) = start_actors(setup);
         supervisor.do_send(StartSchedule { interval });
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot listen for Ctrl-C")?;
-        tracing::info!(message = "Stopping; sending what is waiting.");
-        let delivery = reporter.send(Flush).await.context("the reporter stopped")?;
-        if delivery.batches_waiting > 0 {
-            tracing::error!(
-                message = "Results not delivered at exit.",
-                results = delivery.results_waiting
-            );
-            return Ok(ExitCode::from(EXIT_NOT_DELIVERED));
+        service::ready();
+        let mut watchdog = service::watchdog_period().map(tokio::time::interval);
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    service::reloading();
+                    match reload(&args, api.as_ref()).await {
+                        Ok((specs, new_interval)) => {
+                            let changes = supervisor.send(UpdateHosts(specs)).await.context("the supervisor stopped")?;
+                            if new_interval != interval {
+                                interval = new_interval;
+                                supervisor.do_send(StartSchedule { interval });
+                            }
+                            tracing::info!(
+                                message = "Configuration reloaded.",
+                                added = changes.added.len(),
+                                removed = changes.removed.len(),
+                                changed = changes.changed.len(),
+                                interval_seconds = interval.as_secs(),
+                            );
+                        }
+                        Err(error) => tracing::error!(
+                            message = "Reload failed; the previous configuration stays in force.",
+                            error = %format!("{error:#}"),
+                        ),
+                    }
+                    service::ready();
+                }
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+                _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending::<()>().await } } => {
+                    // Pinging through the Supervisor proves the scheduling loop is alive.
+                    if supervisor.send(Ping).await.is_ok() {
+                        service::watchdog();
+                    }
+                }
+            }
+        }
+        service::stopping();
+        tracing::info!(message = "Stopping: no new cycles; waiting for the running one.");
+        supervisor.send(StopSchedule).await.context("the supervisor stopped")?;
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        while supervisor.send(Ping).await.is_ok_and(|s| s.cycle_running)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Flush seals the open batch into the spool at once; the send gets a short grace.
+        match tokio::time::timeout(FLUSH_GRACE, reporter.send(Flush)).await {
+            Ok(Ok(delivery)) if delivery.batches_waiting > 0 => tracing::warn!(
+                message = "Stopped with results waiting in the spool; they are sent on the next start.",
+                batches = delivery.batches_waiting,
+                results = delivery.results_waiting,
+            ),
+            Ok(_) => tracing::info!(message = "Stopped; everything delivered."),
+            Err(_) => tracing::warn!(message = "Stopped while a send was under way; waiting batches stay in the spool."),
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -22,6 +22,14 @@ pub fn run(exec: &Exec<'_>, limits: &Limits) -> Result<ExecOutput, Error> {
     let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(exec.command)
+        // A clean environment, as a fresh SSH session has: none of the agent's own variables
+        // (API key, VAULT_TOKEN, NOTIFY_SOCKET, …) reaches the commands.
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LC_ALL", "C")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -117,6 +125,24 @@ mod tests {
         assert_eq!(output.stdout, b"out\n");
         assert_eq!(output.stderr, b"err\n");
         assert_eq!(output.exit_status, Some(3));
+    }
+
+    #[test]
+    fn the_agent_environment_does_not_reach_the_commands() {
+        let exec = Exec {
+            host: "local",
+            command: "/bin/sh -s",
+            stdin: b"env\n",
+        };
+        let output = run(&exec, &limits()).expect("local exec runs");
+        let env = String::from_utf8_lossy(&output.stdout);
+        let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| ["PATH", "LC_ALL", "PWD", "SHLVL", "_"].contains(n)),
+            "{env}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use super::batcher::{Batcher, SealedBatch};
 use super::outbox::Outbox;
 use super::output::NdjsonOutput;
+use super::retry::{unit_random, RetryPolicy};
 use crate::api::ApiClient;
 
 /// One host's result, to be written and batched.
@@ -60,8 +61,9 @@ pub struct ReporterConfig {
     pub api: Option<ApiClient>,
     /// The NDJSON copy.
     pub output: Option<NdjsonOutput>,
-    /// Pause before sending again after a failed send (the `run` loop; `once` does not wait).
-    pub retry_after: Duration,
+    /// When to send again after a failed send: exponential backoff with full jitter, the
+    /// server's `Retry-After` honoured (the `run` loop; `Flush` sends at once).
+    pub retry: RetryPolicy,
     /// The durable spool batches wait in; `None` keeps them in memory.
     pub spool: Option<crate::spool::Spool>,
 }
@@ -72,7 +74,7 @@ pub struct Reporter {
     max_wait: Duration,
     api: Option<ApiClient>,
     output: Option<NdjsonOutput>,
-    retry_after: Duration,
+    retry: RetryPolicy,
     /// Sealed batches not yet accepted by the API, oldest first.
     outbox: Outbox,
     /// A send is under way (at most one at a time, to keep order).
@@ -82,7 +84,11 @@ pub struct Reporter {
     /// Flush callers waiting for the outbox to drain or stall.
     waiters: Vec<oneshot::Sender<DeliveryReport>>,
     stats: DeliveryReport,
-    retry_scheduled: bool,
+    /// Failed sends since the last answer from the API (reset by a 2xx or a quarantine).
+    failures: u32,
+    /// The pending retry timer; while it runs, new batches wait for it (only `Flush` sends at
+    /// once).
+    retry_timer: Option<SpawnHandle>,
 }
 
 impl Reporter {
@@ -93,13 +99,14 @@ impl Reporter {
             max_wait: Duration::from_secs(config.batch.max_wait_seconds),
             api: config.api,
             output: config.output,
-            retry_after: config.retry_after,
+            retry: config.retry,
             outbox: Outbox::new(config.spool),
             sending: false,
             batch_generation: 0,
             waiters: Vec::new(),
             stats: DeliveryReport::default(),
-            retry_scheduled: false,
+            failures: 0,
+            retry_timer: None,
         }
     }
 
@@ -132,9 +139,9 @@ impl Reporter {
         self.enqueue(sealed, ctx);
     }
 
-    /// Sends the oldest waiting batch unless a send is under way.
+    /// Sends the oldest waiting batch unless a send is under way or a retry is scheduled.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.sending {
+        if self.sending || self.retry_timer.is_some() {
             return;
         }
         let Some(api) = self.api.clone() else {
@@ -158,6 +165,7 @@ impl Reporter {
                     act.stats.batches_sent += 1;
                     act.stats.results_sent += results;
                     act.stats.last_error = None;
+                    act.failures = 0;
                     act.pump(ctx);
                 }
                 Err(error) if !error.is_retriable() && !is_key_problem(&error) => {
@@ -165,24 +173,38 @@ impl Reporter {
                     act.outbox.quarantine(key, &error.to_string());
                     act.stats.batches_quarantined += 1;
                     act.stats.last_error = Some(error.to_string());
+                    act.failures = 0;
                     act.pump(ctx);
                 }
                 Err(error) => {
                     let (waiting, _) = act.outbox.waiting();
-                    tracing::error!(message = "Failed to send batch.", %batch_id, results, %error, waiting);
+                    let attempt = act.failures;
+                    act.failures = act.failures.saturating_add(1);
+                    let delay = act.retry.delay(attempt, error.retry_after(), unit_random());
+                    let next_retry_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    tracing::error!(message = "Failed to send batch.", %batch_id, results, %error, waiting, failures = act.failures, next_retry_ms);
                     act.stats.last_error = Some(error.to_string());
                     // The batch stays first in the outbox; try again later, in order.
                     act.answer_waiters();
-                    if !act.retry_scheduled {
-                        act.retry_scheduled = true;
-                        ctx.run_later(act.retry_after, |act, ctx| {
-                            act.retry_scheduled = false;
-                            act.pump(ctx);
-                        });
-                    }
+                    act.schedule_retry(delay, ctx);
                 }
             }
         }));
+    }
+
+    /// Replaces any pending retry with one after `delay`.
+    fn schedule_retry(&mut self, delay: Duration, ctx: &mut Context<Self>) {
+        self.cancel_retry(ctx);
+        self.retry_timer = Some(ctx.run_later(delay, |act, ctx| {
+            act.retry_timer = None;
+            act.pump(ctx);
+        }));
+    }
+
+    fn cancel_retry(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.retry_timer.take() {
+            ctx.cancel_future(timer);
+        }
     }
 
     fn answer_waiters(&mut self) {
@@ -239,6 +261,8 @@ impl Handler<Flush> for Reporter {
     type Result = ResponseFuture<DeliveryReport>;
 
     fn handle(&mut self, _msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        // An explicit flush (`once`, shutdown) tries at once rather than after the backoff.
+        self.cancel_retry(ctx);
         self.seal_now(ctx);
         let (sender, receiver) = oneshot::channel();
         self.waiters.push(sender);

@@ -12,5 +12,6 @@ pub mod actor;
 pub mod batcher;
 pub mod outbox;
 pub mod output;
+pub mod retry;
 
 pub use actor::{DeliveryReport, Flush, Report, Reporter, ReporterConfig};
