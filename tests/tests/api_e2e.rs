@@ -117,6 +117,30 @@ fn hosts_and_credentials_added_through_the_api_are_collected_over_ssh() {
     let (_, software) = call(reqwest::Method::GET, "/software/openssh-server/hosts", None);
     assert!(software.to_string().contains("ssh-key"), "{software}");
 
+    // doctor against the real API: the key is accepted, both hosts pass every check.
+    let config = dir.path().join("config.yaml");
+    let doctor = run_agent(
+        &[
+            "doctor",
+            "--format",
+            "json",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ],
+        TIMEOUT,
+    );
+    let checks: Vec<Value> = serde_json::from_slice(&doctor.stdout).expect("doctor JSON");
+    assert_eq!(doctor.status.code(), Some(0), "{checks:#?}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["check"] == "api" && c["ok"] == true),
+        "{checks:#?}"
+    );
+    assert!(checks
+        .iter()
+        .any(|c| c["host"] == "ssh-key" && c["check"] == "sudo root-crontab" && c["ok"] == true));
+
     // The data dir never holds a plaintext secret.
     for secret in [
         key_text.trim().lines().nth(1).expect("key body line"),
