@@ -161,10 +161,30 @@ impl FromRequest for AdminKey {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Rows per page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page (opaque; empty means the first page).
+    #[param(pattern = r"^(63313[aA](3[0-9]){1,18})?$")]
     pub next: Option<String>,
 }
+
+/// `{id}` of `/hosts/{id}…` (documentation only; handlers take `web::Path<String>`).
+#[derive(IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+pub struct HostIdPath(
+    /// The host's id; not blank (ids are checked on creation and ingest).
+    #[param(pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
+    pub String,
+);
+
+/// `{id}` of `/credentials/{id}` (documentation only).
+#[derive(IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+pub struct CredentialIdPath(
+    /// The credential's id; not blank.
+    #[param(pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
+    pub String,
+);
 
 /// A page of a list.
 #[derive(Debug, Serialize, ToSchema)]
@@ -176,6 +196,13 @@ pub struct PageOf<T> {
 
 const CURSOR_PREFIX: &str = "c1:";
 
+/// What a list's keyset cursor holds: one row number, or two (`software/{name}/hosts`).
+#[derive(Clone, Copy)]
+enum CursorKind {
+    Single,
+    Pair,
+}
+
 fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {
         None => Ok(100),
@@ -184,14 +211,27 @@ fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
-fn decode_cursor(next: Option<&str>) -> Result<Option<String>, ApiError> {
-    next.map(|n| {
-        unhex(n)
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.strip_prefix(CURSOR_PREFIX).map(str::to_owned))
-            .ok_or_else(|| ApiError::bad_request("next: invalid cursor"))
-    })
-    .transpose()
+/// Decodes `next` exactly as the documented patterns describe it: empty (first page) or the hex
+/// of `c1:` and 1–18 digits (`.` and 1–18 more for [`CursorKind::Pair`]).
+fn decode_cursor(next: Option<&str>, kind: CursorKind) -> Result<Option<String>, ApiError> {
+    let Some(next) = next.filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    let number = |s: &str| (1..=18).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    next.bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then(|| unhex(next))
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix(CURSOR_PREFIX).map(str::to_owned))
+        .filter(|inner| match kind {
+            CursorKind::Single => number(inner),
+            CursorKind::Pair => inner
+                .split_once('.')
+                .is_some_and(|(a, b)| number(a) && number(b)),
+        })
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("next: invalid cursor"))
 }
 
 fn page<T>((items, next): (Vec<T>, Option<String>)) -> PageOf<T> {
@@ -201,10 +241,16 @@ fn page<T>((items, next): (Vec<T>, Option<String>)) -> PageOf<T> {
     }
 }
 
+/// The stale cutoff: two schedule intervals ago. A window longer than chrono can represent
+/// (the schedule allows up to 2^61 - 1 seconds) puts it at the earliest instant, so only hosts
+/// never seen are stale.
 fn stale_before(interval_seconds: u64) -> String {
-    let window =
-        chrono::Duration::seconds(interval_seconds.saturating_mul(2).min(i64::MAX as u64) as i64);
-    crate::store::timestamp(Utc::now() - window)
+    let cutoff = i64::try_from(interval_seconds.saturating_mul(2))
+        .ok()
+        .and_then(chrono::TimeDelta::try_seconds)
+        .and_then(|window| Utc::now().checked_sub_signed(window))
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+    crate::store::timestamp(cutoff)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,7 +484,8 @@ fn validate_host(host: &HostSpec) -> Result<(), ApiError> {
 /// Adds a host (admin key).
 #[utoipa::path(post, path = "/api/v1/hosts", security(("api_key" = [])), request_body = HostSpec,
     responses((status = 201, body = HostDetail), (status = 400, body = ErrorBody),
-              (status = 409, body = ErrorBody)))]
+              (status = 409, body = ErrorBody,
+               description = "The id exists already, or `credential_id` names no credential")))]
 pub async fn create_host(
     admin: AdminKey,
     state: web::Data<AppState>,
@@ -460,7 +507,11 @@ pub async fn create_host(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HostsQuery {
+    /// Rows per page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// The `next` value of the previous page (opaque; empty means the first page).
+    #[param(pattern = r"^(63313[aA](3[0-9]){1,18})?$")]
     pub next: Option<String>,
     pub status: Option<String>,
     pub group: Option<String>,
@@ -479,7 +530,7 @@ pub async fn list_hosts(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let limit = limit(query.limit)?;
-    let after = decode_cursor(query.next.as_deref())?;
+    let after = decode_cursor(query.next.as_deref(), CursorKind::Single)?;
     let filter = HostFilter {
         status: query.status,
         group: query.group,
@@ -497,6 +548,7 @@ pub async fn list_hosts(
 
 /// One host with its latest properties, status and staleness (admin key).
 #[utoipa::path(get, path = "/api/v1/hosts/{id}", security(("api_key" = [])),
+    params(HostIdPath),
     responses((status = 200, body = HostDetail), (status = 404, body = ErrorBody)))]
 pub async fn get_host(
     _admin: AdminKey,
@@ -520,9 +572,10 @@ pub struct HostUpdate {
     pub id: Option<String>,
     #[serde(default)]
     pub address: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::store::integral_opt")]
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
-    #[schema(value_type = String, example = "ssh")]
+    #[schema(value_type = crate::store::ProtocolName, example = "ssh")]
     pub protocol: luumen_schemas::inventory::Protocol,
     #[serde(default)]
     pub groups: Vec<String>,
@@ -532,7 +585,10 @@ pub struct HostUpdate {
 
 /// Replaces a host's settings (admin key); its state and history stay.
 #[utoipa::path(put, path = "/api/v1/hosts/{id}", security(("api_key" = [])), request_body = HostUpdate,
-    responses((status = 200, body = HostDetail), (status = 404, body = ErrorBody)))]
+    params(HostIdPath),
+    responses((status = 200, body = HostDetail), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody,
+               description = "The body's `id` differs from the path, or `credential_id` names no credential")))]
 pub async fn update_host(
     admin: AdminKey,
     state: web::Data<AppState>,
@@ -542,7 +598,10 @@ pub async fn update_host(
     let id = id.into_inner();
     let body = body.into_inner();
     if body.id.as_deref().is_some_and(|b| b != id) {
-        return Err(ApiError::bad_request("id: does not match the path"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "id: does not match the path",
+        ));
     }
     let host = HostSpec {
         id,
@@ -565,6 +624,7 @@ pub async fn update_host(
 
 /// Removes a host and its history (admin key).
 #[utoipa::path(delete, path = "/api/v1/hosts/{id}", security(("api_key" = [])),
+    params(HostIdPath),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_host(
     admin: AdminKey,
@@ -581,7 +641,8 @@ pub async fn delete_host(
 }
 
 /// The host's stored results, newest first (admin key).
-#[utoipa::path(get, path = "/api/v1/hosts/{id}/history", security(("api_key" = [])), params(PageQuery),
+#[utoipa::path(get, path = "/api/v1/hosts/{id}/history", security(("api_key" = [])),
+    params(HostIdPath, PageQuery),
     responses((status = 200, body = PageOf<Collection>), (status = 404, body = ErrorBody)))]
 pub async fn host_history(
     _admin: AdminKey,
@@ -590,7 +651,7 @@ pub async fn host_history(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = limit(query.limit)?;
-    let after = decode_cursor(query.next.as_deref())?;
+    let after = decode_cursor(query.next.as_deref(), CursorKind::Single)?;
     let id = id.into_inner();
     let result = blocking(&state, move |store| {
         Ok(store.host_history(&id, after.as_deref(), limit)?)
@@ -600,7 +661,8 @@ pub async fn host_history(
 }
 
 /// What changed between collections, newest first (admin key).
-#[utoipa::path(get, path = "/api/v1/hosts/{id}/changes", security(("api_key" = [])), params(PageQuery),
+#[utoipa::path(get, path = "/api/v1/hosts/{id}/changes", security(("api_key" = [])),
+    params(HostIdPath, PageQuery),
     responses((status = 200, body = PageOf<Change>), (status = 404, body = ErrorBody)))]
 pub async fn host_changes(
     _admin: AdminKey,
@@ -609,7 +671,7 @@ pub async fn host_changes(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = limit(query.limit)?;
-    let after = decode_cursor(query.next.as_deref())?;
+    let after = decode_cursor(query.next.as_deref(), CursorKind::Single)?;
     let id = id.into_inner();
     let result = blocking(&state, move |store| {
         Ok(store.host_changes(&id, after.as_deref(), limit)?)
@@ -622,19 +684,23 @@ pub async fn host_changes(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialInput {
-    /// Defaults to a new UUID.
+    /// Defaults to a new UUID; not blank.
     #[serde(default)]
+    #[schema(pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
     pub id: Option<String>,
     /// Defaults to the username.
     #[serde(default)]
     pub name: Option<String>,
+    /// Not blank.
+    #[schema(pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
     pub username: String,
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub password: Option<SecretString>,
-    /// PEM text of the private key.
+    /// PEM text of the private key (`-----BEGIN ` after optional white space).
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>,
+             pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*-----BEGIN ")]
     pub private_key: Option<SecretString>,
     #[serde(default)]
     #[schema(value_type = Option<String>)]
@@ -643,7 +709,16 @@ pub struct CredentialInput {
     pub sudo: bool,
     /// `workspace` (default) or `personal`.
     #[serde(default)]
+    #[schema(value_type = Option<CredentialScope>)]
     pub scope: Option<String>,
+}
+
+/// The OpenAPI view of a credential's `scope`.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum CredentialScope {
+    Workspace,
+    Personal,
 }
 
 fn default_true() -> bool {
@@ -736,7 +811,7 @@ pub async fn list_credentials(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = limit(query.limit)?;
-    let after = decode_cursor(query.next.as_deref())?;
+    let after = decode_cursor(query.next.as_deref(), CursorKind::Single)?;
     let result = blocking(&state, move |store| {
         Ok(store.list_credentials(after.as_deref(), limit)?)
     })
@@ -746,6 +821,7 @@ pub async fn list_credentials(
 
 /// Deletes a credential at once; hosts using it fall back to the defaults (admin key).
 #[utoipa::path(delete, path = "/api/v1/credentials/{id}", security(("api_key" = [])),
+    params(CredentialIdPath),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_credential(
     admin: AdminKey,
@@ -771,7 +847,8 @@ pub struct DefaultCredentials {
 
 /// Sets the default credentials (admin key).
 #[utoipa::path(put, path = "/api/v1/default-credentials", security(("api_key" = [])),
-    request_body = DefaultCredentials, responses((status = 200, body = Settings)))]
+    request_body = DefaultCredentials, responses((status = 200, body = Settings),
+        (status = 409, body = ErrorBody, description = "`credential_id` names no credential")))]
 pub async fn put_default_credentials(
     admin: AdminKey,
     state: web::Data<AppState>,
@@ -796,6 +873,9 @@ pub async fn put_default_credentials(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleInput {
+    /// Seconds between collections, 1 to 2^61 - 1.
+    #[schema(minimum = 1, maximum = 2305843009213693951_u64)]
+    #[serde(deserialize_with = "crate::store::integral")]
     pub interval_seconds: u64,
 }
 
@@ -810,7 +890,7 @@ pub async fn put_schedule(
     let interval = body.interval_seconds;
     if interval == 0 || interval > i64::MAX as u64 / 4 {
         return Err(ApiError::bad_request(
-            "interval_seconds: must be at least 1",
+            "interval_seconds: must be between 1 and 2305843009213693951",
         ));
     }
     let settings = blocking(&state, move |store| {
@@ -847,7 +927,7 @@ pub async fn list_audit(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = limit(query.limit)?;
-    let after = decode_cursor(query.next.as_deref())?;
+    let after = decode_cursor(query.next.as_deref(), CursorKind::Single)?;
     let result = blocking(&state, move |store| {
         Ok(store.list_audit(after.as_deref(), limit)?)
     })
@@ -861,7 +941,11 @@ pub async fn list_audit(
 pub struct SoftwareQuery {
     /// Package name (exact).
     pub name: String,
+    /// Rows per page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// The `next` value of the previous page (opaque; empty means the first page).
+    #[param(pattern = r"^(63313[aA](3[0-9]){1,18})?$")]
     pub next: Option<String>,
 }
 
@@ -875,7 +959,7 @@ pub async fn software_versions(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let limit = limit(query.limit)?;
-    let after = decode_cursor(query.next.as_deref())?;
+    let after = decode_cursor(query.next.as_deref(), CursorKind::Single)?;
     let result = blocking(&state, move |store| {
         Ok(store.software_versions(&query.name, after.as_deref(), limit)?)
     })
@@ -889,7 +973,11 @@ pub async fn software_versions(
 pub struct SoftwareHostsQuery {
     /// `version` or `version-release`.
     pub version: Option<String>,
+    /// Rows per page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// The `next` value of the previous page (opaque; empty means the first page).
+    #[param(pattern = r"^(63313[aA](3[0-9]){1,18}2[eE](3[0-9]){1,18})?$")]
     pub next: Option<String>,
 }
 
@@ -904,7 +992,7 @@ pub async fn software_hosts(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let limit = limit(query.limit)?;
-    let after = decode_cursor(query.next.as_deref())?;
+    let after = decode_cursor(query.next.as_deref(), CursorKind::Pair)?;
     let name = name.into_inner();
     let result = blocking(&state, move |store| {
         Ok(store.software_hosts(&name, query.version.as_deref(), after.as_deref(), limit)?)
@@ -915,7 +1003,7 @@ pub async fn software_hosts(
 
 /// The OpenAPI 3 document of this API.
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::document())
+    HttpResponse::Ok().json(crate::openapi::document_json())
 }
 
 async fn not_found() -> HttpResponse {
@@ -939,6 +1027,17 @@ pub async fn log_requests(
         "request"
     );
     Ok(response)
+}
+
+/// A path whose other methods get 405 with `Allow: {allow}` (the methods routed on it).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((actix_web::http::header::ALLOW, allow))
+            .json(ErrorBody {
+                error: format!("method {} not allowed", req.method()),
+            })
+    }))
 }
 
 /// Registers every route on an actix `App`.
@@ -969,33 +1068,89 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     });
     cfg.app_data(json)
         .app_data(query)
-        .route("/healthz", web::get().to(healthz))
-        .route("/openapi.json", web::get().to(openapi))
+        .service(resource("/healthz", "GET").route(web::get().to(healthz)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(openapi)))
         .service(
             web::scope("/api/v1")
-                .route("/healthz", web::get().to(healthz))
-                .route("/openapi.json", web::get().to(openapi))
-                .route("/config", web::get().to(get_config))
-                .route("/reports", web::post().to(post_reports))
-                .route("/hosts", web::post().to(create_host))
-                .route("/hosts", web::get().to(list_hosts))
-                .route("/hosts/{id}", web::get().to(get_host))
-                .route("/hosts/{id}", web::put().to(update_host))
-                .route("/hosts/{id}", web::delete().to(delete_host))
-                .route("/hosts/{id}/history", web::get().to(host_history))
-                .route("/hosts/{id}/changes", web::get().to(host_changes))
-                .route("/credentials", web::post().to(create_credential))
-                .route("/credentials", web::get().to(list_credentials))
-                .route("/credentials/{id}", web::delete().to(delete_credential))
-                .route(
-                    "/default-credentials",
-                    web::put().to(put_default_credentials),
+                .service(resource("/healthz", "GET").route(web::get().to(healthz)))
+                .service(resource("/openapi.json", "GET").route(web::get().to(openapi)))
+                .service(resource("/config", "GET").route(web::get().to(get_config)))
+                .service(resource("/reports", "POST").route(web::post().to(post_reports)))
+                .service(
+                    resource("/hosts", "GET, POST")
+                        .route(web::get().to(list_hosts))
+                        .route(web::post().to(create_host)),
                 )
-                .route("/schedule", web::put().to(put_schedule))
-                .route("/settings", web::get().to(get_settings))
-                .route("/audit", web::get().to(list_audit))
-                .route("/software", web::get().to(software_versions))
-                .route("/software/{name}/hosts", web::get().to(software_hosts)),
+                .service(
+                    resource("/hosts/{id}", "GET, PUT, DELETE")
+                        .route(web::get().to(get_host))
+                        .route(web::put().to(update_host))
+                        .route(web::delete().to(delete_host)),
+                )
+                .service(resource("/hosts/{id}/history", "GET").route(web::get().to(host_history)))
+                .service(resource("/hosts/{id}/changes", "GET").route(web::get().to(host_changes)))
+                .service(
+                    resource("/credentials", "GET, POST")
+                        .route(web::get().to(list_credentials))
+                        .route(web::post().to(create_credential)),
+                )
+                .service(
+                    resource("/credentials/{id}", "DELETE")
+                        .route(web::delete().to(delete_credential)),
+                )
+                .service(
+                    resource("/default-credentials", "PUT")
+                        .route(web::put().to(put_default_credentials)),
+                )
+                .service(resource("/schedule", "PUT").route(web::put().to(put_schedule)))
+                .service(resource("/settings", "GET").route(web::get().to(get_settings)))
+                .service(resource("/audit", "GET").route(web::get().to(list_audit)))
+                .service(resource("/software", "GET").route(web::get().to(software_versions)))
+                .service(
+                    resource("/software/{name}/hosts", "GET").route(web::get().to(software_hosts)),
+                ),
         )
         .default_service(web::to(not_found));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_decode_exactly_as_documented() {
+        let single = hex(b"c1:42");
+        let pair = hex(b"c1:42.7");
+        assert_eq!(decode_cursor(None, CursorKind::Single).unwrap(), None);
+        assert_eq!(decode_cursor(Some(""), CursorKind::Single).unwrap(), None);
+        assert_eq!(
+            decode_cursor(Some(&single), CursorKind::Single).unwrap(),
+            Some("42".into())
+        );
+        assert_eq!(
+            decode_cursor(Some(&single.to_uppercase()), CursorKind::Single).unwrap(),
+            Some("42".into())
+        );
+        assert_eq!(
+            decode_cursor(Some(&pair), CursorKind::Pair).unwrap(),
+            Some("42.7".into())
+        );
+        for (bad, kind) in [
+            (pair.as_str(), CursorKind::Single),
+            (single.as_str(), CursorKind::Pair),
+            ("0", CursorKind::Single),
+            (" 63313a3432", CursorKind::Single),
+            (&hex(b"c1:-1"), CursorKind::Single),
+            (&hex(b"c1:1234567890123456789"), CursorKind::Single),
+        ] {
+            assert!(decode_cursor(Some(bad), kind).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_largest_schedule_gives_a_stale_cutoff() {
+        assert!(stale_before(i64::MAX as u64 / 4).starts_with('-'));
+        assert!(stale_before(u64::MAX).starts_with('-'));
+        assert!(stale_before(600) > stale_before(3600));
+    }
 }

@@ -769,3 +769,162 @@ fn concurrent_posts_of_one_batch_store_it_once() {
     let (_, history) = get(&client(), &server, "/hosts/race/history", &keys.admin);
     assert_eq!(history["items"].as_array().unwrap().len(), 1);
 }
+
+fn put(c: &Client, server: &Server, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+    let response = c
+        .put(server.url(path))
+        .header("api-key", key)
+        .json(body)
+        .send()
+        .expect("put");
+    let status = response.status();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+/// Methods not routed on a known path get 405 and an `Allow` header (schemathesis ST204), with
+/// or without a key; unknown paths stay 404.
+#[test]
+fn other_methods_on_known_paths_are_405_with_allow() {
+    let (_tmp, dir, keys) = setup();
+    let server = Server::start(&dir, &[]);
+    let c = client();
+    let root = server.base.trim_end_matches("/api/v1").to_owned();
+    for (method, url, allow) in [
+        ("TRACE", server.url("/config"), "GET"),
+        ("TRACE", server.url("/reports"), "POST"),
+        ("PATCH", server.url("/hosts/h1"), "GET, PUT, DELETE"),
+        ("DELETE", server.url("/hosts"), "GET, POST"),
+        ("GET", server.url("/schedule"), "PUT"),
+        ("TRACE", server.url("/settings"), "GET"),
+        ("POST", format!("{root}/healthz"), "GET"),
+        ("TRACE", format!("{root}/openapi.json"), "GET"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = c
+            .request(method.clone(), &url)
+            .header("api-key", &keys.admin)
+            .send()
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {url}"
+        );
+        assert_eq!(response.headers()["allow"], allow, "{method} {url}");
+        let body: Value = response.json().unwrap();
+        assert!(body["error"].is_string(), "{body}");
+    }
+    let response = c
+        .request(reqwest::Method::TRACE, server.url("/config"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        get(&c, &server, "/nowhere", &keys.admin).0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&c, &server, "/hosts/h1", &keys.admin).0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// Requests the OpenAPI document calls valid are accepted (schemathesis ST202): an empty `next`
+/// is the first page, integers may be spelled `600.0`, the largest schedule does not break the
+/// stale cutoff, and an unknown `credential_id` is a 409 conflict rather than a 400.
+#[test]
+fn schema_valid_requests_are_accepted() {
+    let (_tmp, dir, keys) = setup();
+    let server = Server::start(&dir, &[]);
+    let c = client();
+    let doc: Value = c
+        .get(server.url("/openapi.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let params = doc["paths"]["/api/v1/hosts"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let schema = |name: &str| {
+        params
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"].clone())
+            .unwrap()
+    };
+    assert_eq!(schema("limit")["minimum"], 1);
+    assert_eq!(schema("limit")["maximum"], 1000);
+    assert!(schema("next")["pattern"].is_string());
+    let schedule = &doc["components"]["schemas"]["ScheduleInput"]["properties"]["interval_seconds"];
+    assert_eq!(schedule["minimum"], 1);
+    assert_eq!(schedule["maximum"], 2305843009213693951_u64);
+
+    for path in [
+        "/hosts?next=",
+        "/audit?next=",
+        "/software?name=x&next=",
+        "/hosts?limit=1000",
+    ] {
+        let (status, body) = get(&c, &server, path, &keys.admin);
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    for path in ["/hosts?next=0", "/hosts?limit=0", "/hosts?limit=1001"] {
+        assert_eq!(
+            get(&c, &server, path, &keys.admin).0,
+            StatusCode::BAD_REQUEST,
+            "{path}"
+        );
+    }
+    let host = json!({"id": "h1", "protocol": "ssh", "address": "10.0.0.1", "port": 2222.0});
+    let (status, body) = post(&c, &server, "/hosts", &keys.admin, &host);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["port"], 2222);
+    assert_eq!(body["properties"], Value::Null);
+    let (status, body) = put(
+        &c,
+        &server,
+        "/schedule",
+        &keys.admin,
+        &json!({"interval_seconds": 2305843009213693951_u64}),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = get(&c, &server, "/hosts?stale=true", &keys.admin);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["items"][0]["id"], "h1", "never seen, so stale: {body}");
+    let (status, _) = get(&c, &server, "/hosts/h1", &keys.admin);
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = put(
+        &c,
+        &server,
+        "/schedule",
+        &keys.admin,
+        &json!({"interval_seconds": 600.0}),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["interval_seconds"], 600);
+    let (status, _) = put(
+        &c,
+        &server,
+        "/schedule",
+        &keys.admin,
+        &json!({"interval_seconds": 0.5}),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = put(
+        &c,
+        &server,
+        "/default-credentials",
+        &keys.admin,
+        &json!({"credential_id": "nope"}),
+    );
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, _) = put(
+        &c,
+        &server,
+        "/hosts/h1",
+        &keys.admin,
+        &json!({"id": "h2", "protocol": "local"}),
+    );
+    assert_eq!(status, StatusCode::CONFLICT);
+}

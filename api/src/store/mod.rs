@@ -18,7 +18,7 @@ pub enum StoreError {
     /// The named thing does not exist.
     #[error("{0} not found")]
     NotFound(String),
-    /// The request conflicts with what is stored (duplicate id).
+    /// The request conflicts with what is stored (duplicate id, unknown credential referenced).
     #[error("{0}")]
     Conflict(String),
     /// The request refers to something that does not exist or is otherwise unusable.
@@ -61,20 +61,66 @@ pub struct ApiKeyInfo {
     pub role: Role,
 }
 
+/// Deserializes an integer that JSON may also spell as an integral float (`22.0`), as JSON
+/// Schema's `integer` allows.
+pub fn integral<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                .map(|f| f as u64)
+        })
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid value: {number}, expected an integer in range"
+            ))
+        })
+}
+
+/// [`integral`] for an optional (or null) field.
+pub fn integral_opt<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    #[derive(Deserialize)]
+    struct Wrap<T: TryFrom<u64>>(#[serde(deserialize_with = "integral")] T);
+    Ok(Option::<Wrap<T>>::deserialize(deserializer)?.map(|Wrap(n)| n))
+}
+
+/// How the agent reaches a host (the OpenAPI view of [`Protocol`]).
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum ProtocolName {
+    Ssh,
+    Winrm,
+    Local,
+}
+
 /// A host as written by an admin (`POST /hosts`, `PUT /hosts/{id}`).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
-    /// Unique, stable name of the host (the `host.id` of its reports).
+    /// Unique, stable name of the host (the `host.id` of its reports); not blank.
+    #[schema(pattern = r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
     pub id: String,
     /// DNS name or IP address (required for ssh and winrm).
     #[serde(default)]
     pub address: Option<String>,
     /// TCP port (the protocol's default when absent).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral_opt")]
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
     /// `ssh`, `winrm` or `local`.
-    #[schema(value_type = String, example = "ssh")]
+    #[schema(value_type = ProtocolName, example = "ssh")]
     pub protocol: Protocol,
     /// Free-form group names.
     #[serde(default)]
@@ -115,8 +161,9 @@ pub struct Host {
 pub struct HostDetail {
     #[serde(flatten)]
     pub host: Host,
-    /// The latest collected properties (`packages` rebuilt from the software tables).
-    #[schema(value_type = Object)]
+    /// The latest collected properties (`packages` rebuilt from the software tables); null
+    /// before the first result.
+    #[schema(value_type = Option<Object>)]
     pub properties: Option<serde_json::Value>,
 }
 

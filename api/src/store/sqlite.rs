@@ -168,7 +168,7 @@ impl SqliteStore {
                 |r| r.get(0),
             )?;
             if !exists {
-                return Err(StoreError::Invalid(format!(
+                return Err(StoreError::Conflict(format!(
                     "credential_id: no credential {id:?}"
                 )));
             }
