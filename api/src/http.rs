@@ -874,7 +874,7 @@ pub async fn put_default_credentials(
 #[serde(deny_unknown_fields)]
 pub struct ScheduleInput {
     /// Seconds between collections, 1 to 2^61 - 1.
-    #[schema(minimum = 1, maximum = 2305843009213693951_u64)]
+    #[schema(minimum = 1, maximum = 31622400_u64)]
     #[serde(deserialize_with = "crate::store::integral")]
     pub interval_seconds: u64,
 }
@@ -888,9 +888,10 @@ pub async fn put_schedule(
     body: web::Json<ScheduleInput>,
 ) -> Result<HttpResponse, ApiError> {
     let interval = body.interval_seconds;
-    if interval == 0 || interval > i64::MAX as u64 / 4 {
+    // The agent's own bound (one year): a larger interval would be refused by every agent.
+    if !(1..=luumen_schemas::inventory::MAX_INTERVAL_SECONDS).contains(&interval) {
         return Err(ApiError::bad_request(
-            "interval_seconds: must be between 1 and 2305843009213693951",
+            "interval_seconds: must be between 1 and 31622400 (one year)",
         ));
     }
     let settings = blocking(&state, move |store| {

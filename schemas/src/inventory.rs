@@ -45,6 +45,9 @@ impl Default for Schedule {
     }
 }
 
+/// The longest schedule interval the agent accepts: one year (timers overflow far beyond).
+pub const MAX_INTERVAL_SECONDS: u64 = 366 * 24 * 3600;
+
 /// How the agent reaches a host.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
@@ -162,15 +165,15 @@ pub enum InventoryError {
     /// Credentials that offer no way to authenticate.
     #[error("host {0:?}: credentials for {1:?} have no password, private_key_file or private_key")]
     NoSecret(String, String),
-    /// A zero interval.
-    #[error("schedule.interval_seconds must be at least 1")]
+    /// A zero or absurdly long interval.
+    #[error("schedule.interval_seconds must be between 1 and {MAX_INTERVAL_SECONDS} (one year)")]
     Interval,
 }
 
 impl Inventory {
     /// Checks what the types alone cannot; the error names the host at fault.
     pub fn validate(&self) -> Result<(), InventoryError> {
-        if self.schedule.interval_seconds == 0 {
+        if !(1..=MAX_INTERVAL_SECONDS).contains(&self.schedule.interval_seconds) {
             return Err(InventoryError::Interval);
         }
         let mut seen = HashSet::new();
@@ -244,6 +247,22 @@ mod tests {
         );
         check(
             r#"{"default_credentials":{"username":"u","password":"p"},"hosts":[{"id":"web","address":"h","protocol":"ssh"}]}"#,
+            Ok(()),
+        );
+    }
+
+    #[test]
+    fn intervals_are_bounded() {
+        check(
+            r#"{"schedule":{"interval_seconds":0},"hosts":[]}"#,
+            Err(InventoryError::Interval),
+        );
+        check(
+            r#"{"schedule":{"interval_seconds":2305843009213693951},"hosts":[]}"#,
+            Err(InventoryError::Interval),
+        );
+        check(
+            r#"{"schedule":{"interval_seconds":31622400},"hosts":[]}"#,
             Ok(()),
         );
     }
