@@ -1,0 +1,213 @@
+//! Fault injection with the real binaries: a tarpit host among real ones, and a spool with
+//! flipped bytes found at start.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use luumen_integration::{
+    ensure_test_users, require_root, run_agent, Receiver, SshdConfig, SshdHarness,
+};
+use serde_json::{json, Value};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn once(dir: &Path, config: &str, inventory: &Value) -> (Option<i32>, String, Vec<Value>) {
+    let config_path = dir.join("config.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    let inventory_path = dir.join("inventory.json");
+    std::fs::write(&inventory_path, inventory.to_string()).expect("write inventory");
+    let output = dir.join("out.ndjson");
+    let out = run_agent(
+        &[
+            "once",
+            "--config",
+            config_path.to_str().expect("utf-8"),
+            "--inventory",
+            inventory_path.to_str().expect("utf-8"),
+            "--output",
+            output.to_str().expect("utf-8"),
+        ],
+        TIMEOUT,
+    );
+    let results = std::fs::read_to_string(&output)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        results,
+    )
+}
+
+#[test]
+fn a_tarpit_host_costs_its_timeout_and_delays_no_other_host() {
+    require_root();
+    ensure_test_users();
+    let sshd = SshdHarness::start(SshdConfig::with_addresses(2)).expect("sshd");
+    // Accepts TCP and never says a word.
+    let tarpit = TcpListener::bind("127.0.0.1:0").expect("bind tarpit");
+    let tarpit_port = tarpit.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let mut connections = Vec::new();
+        tarpit.set_nonblocking(true).expect("nonblocking");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok((stream, _)) = tarpit.accept() {
+                connections.push(stream);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            if connections.len() == 1 && started.elapsed() > Duration::from_secs(8) {
+                break;
+            }
+        }
+        connections.len()
+    });
+    let user = sshd.sudo_user();
+    let credentials = json!({"username": user.name, "private_key_file": user.private_key});
+    let mut hosts = vec![
+        json!({"id": "tarpit", "address": "127.0.0.1", "port": tarpit_port, "protocol": "ssh", "credentials": credentials}),
+    ];
+    for (i, address) in sshd.addresses().iter().enumerate() {
+        hosts.push(json!({"id": format!("real-{i}"), "address": address.to_string(), "port": sshd.port(), "protocol": "ssh", "credentials": credentials}));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(200);
+    let config = format!(
+        "api: {{ base_url: '{}', api_key: k }}\nstate_dir: '{}'\ntimeouts: {{ connect_seconds: 2, host_seconds: 3 }}\n",
+        receiver.base_url(),
+        dir.path().join("state").display()
+    );
+    let started = Instant::now();
+    let (code, stderr, results) = once(dir.path(), &config, &json!({ "hosts": hosts }));
+    let wall = started.elapsed();
+    assert_eq!(code, Some(1), "{stderr}");
+    let by_id = |id: &str| {
+        results
+            .iter()
+            .find(|r| r["host"]["id"] == id)
+            .expect("result")
+    };
+    let tarpit_result = by_id("tarpit");
+    assert_eq!(tarpit_result["status"], "timeout", "{tarpit_result:#}");
+    let tarpit_ms = tarpit_result["duration_ms"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        (2_900..4_000).contains(&tarpit_ms),
+        "costs its 3 s limit: {tarpit_ms} ms"
+    );
+    for i in 0..2 {
+        let real = by_id(&format!("real-{i}"));
+        let status = real["status"].as_str().unwrap_or("");
+        assert!(status == "ok" || status == "partial", "{real:#}");
+        let ms = real["duration_ms"].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            ms < 2_500,
+            "a real host is not held up by the tarpit: {ms} ms"
+        );
+    }
+    assert!(
+        wall < Duration::from_secs(15),
+        "the cycle is bounded: {wall:?}"
+    );
+    assert!(
+        held.join().expect("tarpit thread") >= 1,
+        "the tarpit was connected to"
+    );
+}
+
+/// Offsets of the records of a spool segment (24-byte header, 40-byte record headers with the
+/// body length at +4).
+fn record_offsets(segment: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 24;
+    while at + 40 <= segment.len() {
+        offsets.push(at);
+        let len = u32::from_le_bytes(segment[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        at += 40 + len;
+    }
+    offsets
+}
+
+#[test]
+fn flipped_bytes_in_the_spool_are_set_aside_and_the_rest_is_delivered() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(503);
+    let state = dir.path().join("state");
+    let config = format!(
+        "api: {{ base_url: '{}', api_key: k }}\nstate_dir: '{}'\nbatch: {{ max_results: 1 }}\n",
+        receiver.base_url(),
+        state.display()
+    );
+    let hosts: Vec<Value> = ["one", "two", "three"]
+        .iter()
+        .map(|id| json!({"id": id, "protocol": "local"}))
+        .collect();
+    let (code, stderr, results) = once(dir.path(), &config, &json!({ "hosts": hosts }));
+    assert_eq!(code, Some(3), "API down: {stderr}");
+    assert_eq!(results.len(), 3);
+
+    // Three batches wait in one segment; flip bytes in the body of the middle one.
+    let segments: Vec<_> = std::fs::read_dir(state.join("spool"))
+        .expect("spool dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    let segment = segments
+        .iter()
+        .find(|p| record_offsets(&std::fs::read(p).expect("read")).len() == 3)
+        .expect("a segment with the three batches");
+    let mut bytes = std::fs::read(segment).expect("read segment");
+    let middle = record_offsets(&bytes)[1];
+    let body_len = u32::from_le_bytes(bytes[middle + 4..middle + 8].try_into().expect("4 bytes"));
+    let body: Value = serde_json::from_slice(&bytes[middle + 40..middle + 40 + body_len as usize])
+        .expect("a spooled batch body is the batch JSON");
+    let damaged = body["results"][0]["host"]["id"]
+        .as_str()
+        .expect("host id")
+        .to_owned();
+    for byte in &mut bytes[middle + 60..middle + 64] {
+        *byte ^= 0xff;
+    }
+    std::fs::write(segment, &bytes).expect("write segment");
+
+    receiver.set_status(200);
+    let (code, stderr, _) = once(dir.path(), &config, &json!({ "hosts": [] }));
+    assert_eq!(code, Some(0), "{stderr}");
+    let delivered: Vec<String> = receiver
+        .requests_to("POST", "/reports")
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .flat_map(|r| {
+            let batch = r.json().expect("batch");
+            batch["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|x| x["host"]["id"].as_str().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(delivered.len(), 2, "the two intact batches: {delivered:?}");
+    let mut expected: Vec<String> = ["one", "two", "three"]
+        .iter()
+        .map(|id| id.to_string())
+        .filter(|id| *id != damaged)
+        .collect();
+    let mut delivered = delivered;
+    delivered.sort();
+    expected.sort();
+    assert_eq!(
+        delivered, expected,
+        "everything but the damaged batch ({damaged})"
+    );
+    let corrupt = std::fs::read_dir(state.join("spool/corrupt"))
+        .expect("corrupt dir")
+        .count();
+    assert!(corrupt >= 1, "the damaged record is kept aside");
+    assert!(
+        stderr.contains("set_aside") || stderr.contains("corrupt"),
+        "{stderr}"
+    );
+}
