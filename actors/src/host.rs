@@ -168,6 +168,11 @@ impl Handler<Collect> for HostActor {
                 errors: outcome.errors,
             };
             log_result(msg.cycle, &result);
+            crate::metrics::metrics().host_collected(
+                &result.host.id,
+                result.status,
+                result.duration_ms,
+            );
             act.record(&result);
             let status = result.status;
             act.peers.reporter.do_send(Report(result));

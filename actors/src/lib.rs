@@ -26,6 +26,7 @@ pub mod api;
 pub mod collector;
 pub mod doctor;
 pub mod host;
+pub mod metrics;
 pub mod protocol;
 pub mod reporter;
 pub mod spec;

@@ -147,6 +147,7 @@ impl Supervisor {
             .min(RESTART_BACKOFF_MAX);
         slot.hold_until = Some(Instant::now() + backoff);
         slot.actor = HostActor::new(slot.spec.clone(), self.peers.clone()).start();
+        crate::metrics::metrics().host_restarted();
         tracing::warn!(
             message = "Host actor restarted.",
             host = host_id,
@@ -277,6 +278,7 @@ impl Handler<StartSchedule> for Supervisor {
                     message = "Previous cycle still running; this cycle is skipped.",
                     cycle = act.cycle
                 );
+                crate::metrics::metrics().cycle_skipped();
                 return;
             }
             let cycle = act.cycle_future().map(|_summary, _act, _ctx| ());
@@ -352,6 +354,9 @@ impl Handler<UpdateHosts> for Supervisor {
             }
         }
         changes.removed = std::mem::take(&mut self.hosts).into_keys().collect();
+        for id in &changes.removed {
+            crate::metrics::metrics().host_removed(id);
+        }
         self.hosts = next;
         tracing::info!(
             message = "Host list updated.",

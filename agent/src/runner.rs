@@ -48,6 +48,8 @@ const COLLECTOR_THREADS: usize = 2;
 struct Setup {
     /// Keeps the rolling log files open for the whole run.
     log_files: Option<logging::FileGuard>,
+    /// Where `run` serves metrics.
+    metrics_listen: Option<String>,
     inventory: Inventory,
     agent_id: String,
     max_concurrency: usize,
@@ -127,6 +129,7 @@ async fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
     };
     Ok(Setup {
         log_files,
+        metrics_listen: local.as_ref().and_then(|c| c.metrics_listen.clone()),
         agent_id: local
             .as_ref()
             .and_then(|c| c.agent_id.clone())
@@ -326,6 +329,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut setup = setup(&args).await?;
         let _log_files = setup.log_files.take();
+        if let Some(address) = &setup.metrics_listen {
+            service::serve_metrics(address)?;
+        }
         let api = setup.api.clone();
         let mut interval = Duration::from_secs(setup.inventory.schedule.interval_seconds);
         let (supervisor, reporter, _api_url, _renewal) = start_actors(setup);

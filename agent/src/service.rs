@@ -40,6 +40,33 @@ pub fn watchdog() {
     notify(&[NotifyState::Watchdog]);
 }
 
+/// Serves `GET /metrics` (Prometheus text) on `address` from a background thread for the life
+/// of the process.
+pub fn serve_metrics(address: &str) -> anyhow::Result<()> {
+    let server = tiny_http::Server::http(address)
+        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {address}: {e}"))?;
+    tracing::info!(message = "Serving metrics.", address, path = "/metrics");
+    std::thread::Builder::new()
+        .name("metrics".to_owned())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let response = if request.url() == "/metrics" {
+                    let header = tiny_http::Header::from_bytes(
+                        &b"Content-Type"[..],
+                        &b"text/plain; version=0.0.4"[..],
+                    )
+                    .expect("static header is valid");
+                    tiny_http::Response::from_string(luumen_actors::metrics::metrics().render())
+                        .with_header(header)
+                } else {
+                    tiny_http::Response::from_string("not found\n").with_status_code(404)
+                };
+                let _ = request.respond(response);
+            }
+        })?;
+    Ok(())
+}
+
 /// How often to ping the watchdog: half of `WATCHDOG_USEC`, when systemd set one.
 pub fn watchdog_period() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|timeout| timeout / 2)

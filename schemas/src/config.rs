@@ -53,6 +53,9 @@ pub struct LocalConfig {
     /// Also accept the legacy `ssh-rsa` (SHA-1) host key algorithm.
     #[serde(default)]
     pub allow_ssh_rsa_sha1: bool,
+    /// Address (e.g. `127.0.0.1:9464`) where `run` serves Prometheus metrics at `/metrics`.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// The durable spool of batches waiting for the API (in `{state_dir}/spool`).
     #[serde(default)]
     pub spool: SpoolConfig,

@@ -240,3 +240,69 @@ fn install_service_writes_a_unit_that_systemd_analyze_accepts() {
         eprintln!("systemd-analyze not installed: unit checked by content only");
     }
 }
+
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return String::new();
+    };
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+#[test]
+fn run_serves_prometheus_metrics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = luumen_integration::Receiver::start(503);
+    let port = luumen_integration::net::free_port_on_all(&[std::net::Ipv4Addr::LOCALHOST])
+        .expect("free port");
+    let address = format!("127.0.0.1:{port}");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "api: {{ base_url: '{}', api_key: k }}\nstate_dir: '{}'\nmetrics_listen: '{address}'\nbatch: {{ max_results: 1 }}\n",
+            receiver.base_url(),
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("write config");
+    let inventory = dir.path().join("inventory.json");
+    write_inventory(&inventory, &["a"]);
+    let mut child = Command::new(luumen_integration::agent_bin())
+        .args(["run", "--config", config.to_str().expect("utf-8")])
+        .args(["--inventory", inventory.to_str().expect("utf-8")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent starts");
+    let mut text = String::new();
+    let complete = wait_until(Duration::from_secs(30), || {
+        text = http_get(&address, "/metrics");
+        text.contains("luumen_hosts{status=\"partial\"} 1")
+            && text
+                .lines()
+                .any(|l| l.starts_with("luumen_api_send_failures_total ") && !l.ends_with(" 0"))
+            && text
+                .lines()
+                .any(|l| l.starts_with("luumen_spool_records ") && !l.ends_with(" 0"))
+    });
+    signal(&child, libc::SIGTERM);
+    let _ = child.wait();
+    assert!(
+        complete,
+        "metrics never showed the host, the failed sends and the spool:\n{text}"
+    );
+    assert!(text.contains("text/plain; version=0.0.4"), "{text}");
+    assert!(
+        text.contains("luumen_collection_duration_seconds_count"),
+        "{text}"
+    );
+    assert!(
+        http_get(&address, "/metrics").is_empty(),
+        "the endpoint stops with the agent"
+    );
+}

@@ -13,6 +13,7 @@ use super::outbox::Outbox;
 use super::output::NdjsonOutput;
 use super::retry::{unit_random, RetryPolicy};
 use crate::api::ApiClient;
+use crate::metrics::metrics;
 
 /// One host's result, to be written and batched.
 #[derive(Debug, Message)]
@@ -130,6 +131,7 @@ impl Reporter {
         }
         if any {
             self.batch_generation += 1;
+            self.outbox.publish_size();
             self.pump(ctx);
         }
     }
@@ -163,6 +165,8 @@ impl Reporter {
                     tracing::info!(message = "Batch sent.", %batch_id, results);
                     act.outbox.remove(key);
                     act.stats.batches_sent += 1;
+                    metrics().batch_sent();
+                    act.outbox.publish_size();
                     act.stats.results_sent += results;
                     act.stats.last_error = None;
                     act.failures = 0;
@@ -172,6 +176,8 @@ impl Reporter {
                     // The API will never take this batch (e.g. 400, 413): set it aside, go on.
                     act.outbox.quarantine(key, &error.to_string());
                     act.stats.batches_quarantined += 1;
+                    metrics().batch_quarantined();
+                    act.outbox.publish_size();
                     act.stats.last_error = Some(error.to_string());
                     act.failures = 0;
                     act.pump(ctx);
@@ -182,6 +188,7 @@ impl Reporter {
                     act.failures = act.failures.saturating_add(1);
                     let delay = act.retry.delay(attempt, error.retry_after(), unit_random());
                     let next_retry_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    metrics().send_failed();
                     tracing::error!(message = "Failed to send batch.", %batch_id, results, %error, waiting, failures = act.failures, next_retry_ms);
                     act.stats.last_error = Some(error.to_string());
                     // The batch stays first in the outbox; try again later, in order.

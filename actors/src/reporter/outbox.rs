@@ -116,6 +116,14 @@ impl Outbox {
         (batches, results)
     }
 
+    /// Publishes what waits (batches, and bytes on disk) to the metrics.
+    pub fn publish_size(&self) {
+        let (batches, _) = self.waiting();
+        let bytes = self.spool.as_ref().map_or(0, |s| s.stats().bytes)
+            + self.memory.iter().map(|b| b.body.len() as u64).sum::<u64>();
+        crate::metrics::metrics().spool_size(batches as u64, bytes);
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.memory.is_empty() && self.spool.as_ref().is_none_or(Spool::is_empty)
