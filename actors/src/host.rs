@@ -46,7 +46,18 @@ pub struct HostActor {
     consecutive_failures: u32,
     /// The last host-level error, for logs and later for the API.
     last_error: Option<String>,
+    /// Unreachable results in a row: the circuit breaker opens from the second.
+    unreachable_streak: u32,
+    /// When the host was last actually tried.
+    last_attempt: Option<DateTime<Utc>>,
+    /// While the breaker is open, the host is not connected to before this time.
+    next_attempt: Option<DateTime<Utc>>,
 }
+
+/// First pause of an open circuit breaker; doubles per further unreachable attempt.
+const BREAKER_BASE_SECONDS: i64 = 30;
+/// Longest pause of the circuit breaker.
+const BREAKER_MAX_SECONDS: i64 = 3600;
 
 impl HostActor {
     /// A host actor with no history.
@@ -57,10 +68,25 @@ impl HostActor {
             last_success: None,
             consecutive_failures: 0,
             last_error: None,
+            unreachable_streak: 0,
+            last_attempt: None,
+            next_attempt: None,
         }
     }
 
     fn record(&mut self, result: &HostResult) {
+        self.last_attempt = Some(result.collected_at);
+        if result.status == Status::Unreachable {
+            self.unreachable_streak += 1;
+            if self.unreachable_streak >= 2 {
+                let doublings = (self.unreachable_streak - 2).min(16);
+                let pause = (BREAKER_BASE_SECONDS << doublings).min(BREAKER_MAX_SECONDS);
+                self.next_attempt = Some(result.collected_at + chrono::Duration::seconds(pause));
+            }
+        } else {
+            self.unreachable_streak = 0;
+            self.next_attempt = None;
+        }
         if result.status.is_collected() {
             self.last_success = Some(result.collected_at);
             self.consecutive_failures = 0;
@@ -69,6 +95,39 @@ impl HostActor {
             self.consecutive_failures += 1;
             self.last_error = result.errors.first().map(|e| e.message.clone());
         }
+    }
+}
+
+impl HostActor {
+    /// The result of a cycle skipped by the open circuit breaker, if it is open.
+    fn breaker_result(&self) -> Option<HostResult> {
+        let next = self.next_attempt?;
+        let now = Utc::now();
+        if now >= next {
+            return None;
+        }
+        let last = self
+            .last_attempt
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        Some(HostResult {
+            host: self.spec.host.clone(),
+            collected_at: now,
+            duration_ms: 0,
+            status: Status::Unreachable,
+            properties: Properties::default(),
+            errors: vec![ResultError {
+                property: None,
+                kind: "unreachable".to_owned(),
+                message: format!(
+                    "host {}: not attempted: unreachable {} times in a row, next attempt after {}; last attempt at {last}: {}",
+                    self.spec.host.id,
+                    self.unreachable_streak,
+                    next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    self.last_error.as_deref().unwrap_or("unknown error"),
+                ),
+            }],
+        })
     }
 }
 
@@ -89,6 +148,13 @@ impl Handler<Collect> for HostActor {
     type Result = ResponseActFuture<Self, Status>;
 
     fn handle(&mut self, msg: Collect, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(result) = self.breaker_result() {
+            // Still reported every cycle, with the last error and when it happened.
+            let status = result.status;
+            log_result(msg.cycle, &result);
+            self.peers.reporter.do_send(Report(result));
+            return Box::pin(actix::fut::ready(status));
+        }
         if let crate::Target::Ssh(target) = &self.spec.target {
             if target.host_key.policy == luumen_protocols::hostkey::HostKeyPolicy::Off {
                 tracing::warn!(

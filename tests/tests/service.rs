@@ -306,3 +306,59 @@ fn run_serves_prometheus_metrics() {
         "the endpoint stops with the agent"
     );
 }
+
+#[test]
+fn an_unreachable_host_backs_off_and_is_still_reported_every_cycle() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = luumen_integration::closed_port(std::net::Ipv4Addr::LOCALHOST);
+    let inventory = dir.path().join("inventory.json");
+    let body = json!({"schedule": {"interval_seconds": 1}, "hosts": [
+        {"id": "down", "address": "127.0.0.1", "port": port, "protocol": "ssh",
+         "credentials": {"username": "nobody", "password": "unused"}}
+    ]});
+    std::fs::write(&inventory, body.to_string()).expect("write inventory");
+    let output = dir.path().join("out.ndjson");
+    let mut child = Command::new(luumen_integration::agent_bin())
+        .args(["run", "--inventory", inventory.to_str().expect("utf-8")])
+        .args(["--output", output.to_str().expect("utf-8")])
+        .args([
+            "--state-dir",
+            dir.path().join("state").to_str().expect("utf-8"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent starts");
+    let reported = wait_until(Duration::from_secs(30), || {
+        results_for(&output, "down") >= 5
+    });
+    signal(&child, libc::SIGTERM);
+    let _ = child.wait();
+    assert!(reported, "reported every cycle");
+    let results: Vec<Value> = std::fs::read_to_string(&output)
+        .expect("output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let messages: Vec<&str> = results
+        .iter()
+        .map(|r| r["errors"][0]["message"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        results.iter().all(|r| r["status"] == "unreachable"),
+        "{messages:#?}"
+    );
+    // Two real attempts, then the breaker is open: no connection, the last error and its time.
+    assert!(!messages[0].contains("not attempted") && !messages[1].contains("not attempted"));
+    for message in &messages[2..] {
+        assert!(
+            message.contains("not attempted: unreachable 2 times in a row"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("127.0.0.1:{port}")),
+            "the last error: {message}"
+        );
+    }
+}
