@@ -23,6 +23,9 @@ pub struct RunCycle;
 pub struct StartSchedule {
     /// Time between the starts of two cycles.
     pub interval: Duration,
+    /// Each host starts at a fixed offset within this window after the cycle begins (derived
+    /// from its id), so hosts do not all connect at once.
+    pub splay: Duration,
 }
 
 /// Replace the host list: start added hosts, stop removed ones, restart changed ones (by
@@ -104,6 +107,19 @@ pub struct Supervisor {
     cycle_running: bool,
     /// The schedule's timer, so it can be replaced or stopped.
     schedule: Option<SpawnHandle>,
+    /// The scheduled cycles' splay window (zero for `RunCycle`).
+    splay: Duration,
+}
+
+/// A host's stable offset within the splay window, from its id.
+fn splay_offset(id: &str, splay: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    if splay.is_zero() {
+        return Duration::ZERO;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    splay.mul_f64((hasher.finish() % 10_000) as f64 / 10_000.0)
 }
 
 /// First backoff after a HostActor failure; doubles per failure in a row, capped.
@@ -134,6 +150,7 @@ impl Supervisor {
             cycle: 0,
             cycle_running: false,
             schedule: None,
+            splay: Duration::ZERO,
         }
     }
 
@@ -156,7 +173,7 @@ impl Supervisor {
         );
     }
 
-    fn cycle_future(&mut self) -> ResponseActFuture<Self, CycleSummary> {
+    fn cycle_future(&mut self, splay: Duration) -> ResponseActFuture<Self, CycleSummary> {
         self.cycle += 1;
         self.cycle_running = true;
         let cycle = self.cycle;
@@ -171,8 +188,14 @@ impl Supervisor {
                 continue;
             }
             let id = id.clone();
-            let request = slot.actor.send(Collect { cycle });
-            requests.push(async move { (id, request.await) });
+            let actor = slot.actor.clone();
+            let offset = splay_offset(&id, splay);
+            requests.push(async move {
+                if !offset.is_zero() {
+                    actix_rt::time::sleep(offset).await;
+                }
+                (id, actor.send(Collect { cycle }).await)
+            });
         }
         // A host whose actor is restarting is still reported, so it never silently disappears.
         for spec in held {
@@ -260,7 +283,7 @@ impl Handler<RunCycle> for Supervisor {
     type Result = ResponseActFuture<Self, CycleSummary>;
 
     fn handle(&mut self, _msg: RunCycle, _ctx: &mut Context<Self>) -> Self::Result {
-        self.cycle_future()
+        self.cycle_future(Duration::ZERO)
     }
 }
 
@@ -281,9 +304,10 @@ impl Handler<StartSchedule> for Supervisor {
                 crate::metrics::metrics().cycle_skipped();
                 return;
             }
-            let cycle = act.cycle_future().map(|_summary, _act, _ctx| ());
+            let cycle = act.cycle_future(act.splay).map(|_summary, _act, _ctx| ());
             ctx.spawn(cycle);
         };
+        self.splay = msg.splay;
         if let Some(previous) = self.schedule.take() {
             // A new interval (reload): no extra cycle now, the next one comes on the new timer.
             ctx.cancel_future(previous);
@@ -366,5 +390,30 @@ impl Handler<UpdateHosts> for Supervisor {
             unchanged = changes.unchanged,
         );
         MessageResult(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splay_offsets_are_stable_spread_and_inside_the_window() {
+        let window = Duration::from_secs(60);
+        let offsets: Vec<Duration> = (0..200)
+            .map(|i| splay_offset(&format!("host-{i}"), window))
+            .collect();
+        assert!(offsets.iter().all(|o| *o < window));
+        assert_eq!(
+            splay_offset("host-7", window),
+            offsets[7],
+            "stable per host"
+        );
+        let early = offsets.iter().filter(|o| **o < window / 2).count();
+        assert!(
+            (60..140).contains(&early),
+            "spread over the window: {early} of 200 in the first half"
+        );
+        assert_eq!(splay_offset("x", Duration::ZERO), Duration::ZERO);
     }
 }

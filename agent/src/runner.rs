@@ -294,7 +294,7 @@ const FLUSH_GRACE: Duration = Duration::from_secs(5);
 async fn reload(
     args: &RunArgs,
     api: Option<&ApiClient>,
-) -> anyhow::Result<(Vec<HostSpec>, Duration)> {
+) -> anyhow::Result<(Vec<HostSpec>, Duration, Duration)> {
     let local = match &args.config {
         Some(path) => Some(config::load_local(path)?),
         None => None,
@@ -316,6 +316,7 @@ async fn reload(
     Ok((
         HostSpec::from_inventory(&inventory, &timeouts, &ssh),
         interval,
+        inventory.schedule.splay(),
     ))
 }
 
@@ -334,8 +335,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         let api = setup.api.clone();
         let mut interval = Duration::from_secs(setup.inventory.schedule.interval_seconds);
+        let mut splay = setup.inventory.schedule.splay();
         let (supervisor, reporter, _api_url, _renewal) = start_actors(setup);
-        supervisor.do_send(StartSchedule { interval });
+        supervisor.do_send(StartSchedule { interval, splay });
         service::ready();
         let mut watchdog = service::watchdog_period().map(tokio::time::interval);
         loop {
@@ -343,11 +345,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 _ = hangup.recv() => {
                     service::reloading();
                     match reload(&args, api.as_ref()).await {
-                        Ok((specs, new_interval)) => {
+                        Ok((specs, new_interval, new_splay)) => {
                             let changes = supervisor.send(UpdateHosts(specs)).await.context("the supervisor stopped")?;
-                            if new_interval != interval {
-                                interval = new_interval;
-                                supervisor.do_send(StartSchedule { interval });
+                            if (new_interval, new_splay) != (interval, splay) {
+                                (interval, splay) = (new_interval, new_splay);
+                                supervisor.do_send(StartSchedule { interval, splay });
                             }
                             tracing::info!(
                                 message = "Configuration reloaded.",

@@ -373,6 +373,7 @@ pub async fn get_config(
         let config = RemoteConfig {
             schedule: luumen_schemas::inventory::Schedule {
                 interval_seconds: settings.interval_seconds,
+                splay_seconds: None,
             },
             default_credentials: settings
                 .default_credential_id

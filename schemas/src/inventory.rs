@@ -35,12 +35,30 @@ pub struct Inventory {
 pub struct Schedule {
     /// Seconds between the starts of two collection cycles.
     pub interval_seconds: u64,
+    /// Hosts start spread over this many seconds after a cycle begins; default a tenth of the
+    /// interval, at most 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splay_seconds: Option<u64>,
+}
+
+impl Schedule {
+    /// The splay window: `splay_seconds`, else min(interval / 10, 300 s), never more than the
+    /// interval.
+    pub fn splay(&self) -> std::time::Duration {
+        let default = (self.interval_seconds / 10).min(300);
+        std::time::Duration::from_secs(
+            self.splay_seconds
+                .unwrap_or(default)
+                .min(self.interval_seconds),
+        )
+    }
 }
 
 impl Default for Schedule {
     fn default() -> Self {
         Schedule {
             interval_seconds: 3600,
+            splay_seconds: None,
         }
     }
 }
