@@ -109,6 +109,8 @@ pub struct Supervisor {
     schedule: Option<SpawnHandle>,
     /// The scheduled cycles' splay window (zero for `RunCycle`).
     splay: Duration,
+    /// Skip scheduled cycles while the spool is full (`spool.when_full: skip_cycles`).
+    skip_when_spool_full: bool,
 }
 
 /// A host's stable offset within the splay window, from its id.
@@ -151,7 +153,14 @@ impl Supervisor {
             cycle_running: false,
             schedule: None,
             splay: Duration::ZERO,
+            skip_when_spool_full: true,
         }
+    }
+
+    /// `false` keeps collecting while the spool is full (new batches then wait in memory).
+    pub fn skip_cycles_when_spool_full(mut self, skip: bool) -> Supervisor {
+        self.skip_when_spool_full = skip;
+        self
     }
 
     fn restart(&mut self, host_id: &str) {
@@ -304,8 +313,22 @@ impl Handler<StartSchedule> for Supervisor {
                 crate::metrics::metrics().cycle_skipped();
                 return;
             }
-            let cycle = act.cycle_future(act.splay).map(|_summary, _act, _ctx| ());
-            ctx.spawn(cycle);
+            // Claim the slot now, so a tick during the spool check cannot start a second cycle.
+            act.cycle_running = true;
+            let full = act.peers.reporter.send(crate::reporter::IsFull);
+            ctx.spawn(full.into_actor(act).map(|full, act, ctx| {
+                act.cycle_running = false;
+                if act.skip_when_spool_full && full.unwrap_or(false) {
+                    tracing::error!(
+                        message = "Spool full: this cycle is skipped, results already collected are kept.",
+                        cycle = act.cycle
+                    );
+                    crate::metrics::metrics().cycle_skipped();
+                    return;
+                }
+                let cycle = act.cycle_future(act.splay).map(|_summary, _act, _ctx| ());
+                ctx.spawn(cycle);
+            }));
         };
         self.splay = msg.splay;
         if let Some(previous) = self.schedule.take() {

@@ -22,7 +22,7 @@ use luumen_actors::supervisor::{
 use luumen_actors::vault::{RenewalTask, SecretSource, VaultClient, VaultSettings};
 use luumen_actors::{HostSpec, SshSettings};
 use luumen_schemas::config::{
-    default_max_concurrency, default_state_dir, BatchConfig, LocalConfig, Timeouts,
+    default_max_concurrency, default_state_dir, BatchConfig, LocalConfig, Timeouts, WhenFull,
 };
 use luumen_schemas::inventory::Inventory;
 use luumen_schemas::report::Status;
@@ -50,6 +50,8 @@ struct Setup {
     log_files: Option<logging::FileGuard>,
     /// Where `run` serves metrics.
     metrics_listen: Option<String>,
+    /// The full-spool policy.
+    when_full: WhenFull,
     inventory: Inventory,
     agent_id: String,
     max_concurrency: usize,
@@ -130,6 +132,10 @@ async fn setup(args: &RunArgs) -> anyhow::Result<Setup> {
     Ok(Setup {
         log_files,
         metrics_listen: local.as_ref().and_then(|c| c.metrics_listen.clone()),
+        when_full: local
+            .as_ref()
+            .map(|c| c.spool.when_full)
+            .unwrap_or_default(),
         agent_id: local
             .as_ref()
             .and_then(|c| c.agent_id.clone())
@@ -161,15 +167,14 @@ fn open_spool(local: &LocalConfig, state_dir: Option<&Path>) -> anyhow::Result<S
     };
     let (spool, recovery) = Spool::open(&dir, limits)
         .with_context(|| format!("cannot open the spool {}", dir.display()))?;
-    let stats = spool.stats();
-    tracing::info!(
-        message = "Spool opened.",
-        dir = %dir.display(),
-        records = stats.records,
-        bytes = stats.bytes,
-        set_aside = recovery.corrupt_set_aside(),
-        torn_tails = recovery.torn_tails,
-    );
+    if !recovery.is_clean() {
+        tracing::warn!(
+            message = "Spool repaired at start.",
+            dir = %dir.display(),
+            set_aside = recovery.corrupt_set_aside(),
+            torn_tails = recovery.torn_tails,
+        );
+    }
     Ok(spool)
 }
 
@@ -256,12 +261,11 @@ fn start_actors(
         reporter: reporter.clone(),
         vault: setup.vault,
     };
-    (
-        Supervisor::new(specs, peers).start(),
-        reporter,
-        api_url,
-        renewal,
-    )
+    let when_full = setup.when_full;
+    let supervisor = Supervisor::new(specs, peers)
+        .skip_cycles_when_spool_full(when_full == WhenFull::SkipCycles)
+        .start();
+    (supervisor, reporter, api_url, renewal)
 }
 
 /// `luumen-agent once`.

@@ -65,9 +65,23 @@ pub struct LocalConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
-    /// Most bytes on disk; beyond it new batches wait in memory and an error is logged.
+    /// Most bytes on disk.
     #[serde(default = "default_spool_bytes")]
     pub max_bytes: u64,
+    /// What `run` does when the spool is full.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+/// The policy for a full spool. Results already collected are never dropped.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Skip new cycles (logged, counted in `luumen_cycles_skipped_total`) until there is room.
+    #[default]
+    SkipCycles,
+    /// Keep collecting; batches that do not fit wait in memory (lost if the process dies).
+    KeepInMemory,
 }
 
 fn default_spool_bytes() -> u64 {
@@ -78,6 +92,7 @@ impl Default for SpoolConfig {
     fn default() -> Self {
         SpoolConfig {
             max_bytes: default_spool_bytes(),
+            when_full: WhenFull::default(),
         }
     }
 }

@@ -362,3 +362,51 @@ fn an_unreachable_host_backs_off_and_is_still_reported_every_cycle() {
         );
     }
 }
+
+/// Runs `run` for a few seconds against an API that is down, with a spool too small for one
+/// batch; returns (results collected, agent log).
+fn run_with_full_spool(policy: &str) -> (usize, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = luumen_integration::Receiver::start(503);
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "api: {{ base_url: '{}', api_key: k }}\nstate_dir: '{}'\nbatch: {{ max_results: 1 }}\nspool: {{ max_bytes: 20000, when_full: {policy} }}\n",
+            receiver.base_url(),
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("write config");
+    let inventory = dir.path().join("inventory.json");
+    write_inventory(&inventory, &["a"]);
+    let output = dir.path().join("out.ndjson");
+    let log = dir.path().join("agent.log");
+    let mut child = Command::new(luumen_integration::agent_bin())
+        .args(["run", "--config", config.to_str().expect("utf-8")])
+        .args(["--inventory", inventory.to_str().expect("utf-8")])
+        .args(["--output", output.to_str().expect("utf-8")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("agent starts");
+    std::thread::sleep(Duration::from_millis(4500));
+    signal(&child, libc::SIGTERM);
+    let status = child.wait().expect("exit");
+    assert_eq!(status.code(), Some(0));
+    (
+        results_for(&output, "a"),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_full_spool_skips_cycles_or_keeps_collecting_as_configured() {
+    let (collected, log) = run_with_full_spool("skip_cycles");
+    assert!(log.contains("Spool full: this cycle is skipped"), "{log}");
+    assert_eq!(collected, 1, "only the first cycle ran: {log}");
+    let (collected, log) = run_with_full_spool("keep_in_memory");
+    assert!(!log.contains("Spool full: this cycle is skipped"), "{log}");
+    assert!(collected >= 3, "cycles go on: {collected}");
+}

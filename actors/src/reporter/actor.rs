@@ -26,6 +26,12 @@ pub struct Report(pub HostResult);
 #[rtype(result = "DeliveryReport")]
 pub struct Flush;
 
+/// Is there no room for new batches on disk (spool full, or a batch already waits in memory
+/// because it did not fit)?
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct IsFull;
+
 /// What the Reporter has done since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
@@ -261,6 +267,14 @@ impl Handler<Report> for Reporter {
                 }
             });
         }
+    }
+}
+
+impl Handler<IsFull> for Reporter {
+    type Result = bool;
+
+    fn handle(&mut self, _msg: IsFull, _ctx: &mut Context<Self>) -> bool {
+        self.outbox.is_full()
     }
 }
 

@@ -124,6 +124,14 @@ impl Outbox {
         crate::metrics::metrics().spool_size(batches as u64, bytes);
     }
 
+    /// No room for new batches on disk: the spool is full, or a batch already waits in memory
+    /// because it did not fit. Without a spool, never.
+    pub fn is_full(&self) -> bool {
+        self.spool
+            .as_ref()
+            .is_some_and(|s| s.is_full() || !self.memory.is_empty())
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.memory.is_empty() && self.spool.as_ref().is_none_or(Spool::is_empty)
