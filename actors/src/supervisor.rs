@@ -111,6 +111,8 @@ pub struct Supervisor {
     splay: Duration,
     /// Skip scheduled cycles while the spool is full (`spool.when_full: skip_cycles`).
     skip_when_spool_full: bool,
+    /// Set by [`StopSchedule`]: hosts not started yet in the running cycle are not started.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// A host's stable offset within the splay window, from its id.
@@ -154,6 +156,7 @@ impl Supervisor {
             schedule: None,
             splay: Duration::ZERO,
             skip_when_spool_full: true,
+            stopping: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -199,11 +202,19 @@ impl Supervisor {
             let id = id.clone();
             let actor = slot.actor.clone();
             let offset = splay_offset(&id, splay);
+            let mut stopping = self.stopping.subscribe();
             requests.push(async move {
+                // A host still waiting for its splay offset does not start once shutdown began.
                 if !offset.is_zero() {
-                    actix_rt::time::sleep(offset).await;
+                    tokio::select! {
+                        _ = actix_rt::time::sleep(offset) => {}
+                        _ = stopping.wait_for(|stop| *stop) => {}
+                    }
                 }
-                (id, actor.send(Collect { cycle }).await)
+                if *stopping.borrow() {
+                    return (id, None);
+                }
+                (id, Some(actor.send(Collect { cycle }).await))
             });
         }
         // A host whose actor is restarting is still reported, so it never silently disappears.
@@ -227,6 +238,10 @@ impl Supervisor {
                         statuses.insert(id, Status::Error);
                     }
                     for (id, answer) in answers {
+                        let Some(answer) = answer else {
+                            tracing::info!(message = "Host not started: shutting down.", host = %id);
+                            continue;
+                        };
                         match answer {
                             Ok(status) => {
                                 if let Some(slot) = act.hosts.get_mut(&id) {
@@ -345,6 +360,7 @@ impl Handler<StopSchedule> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, _msg: StopSchedule, ctx: &mut Context<Self>) {
+        self.stopping.send_replace(true);
         if let Some(schedule) = self.schedule.take() {
             ctx.cancel_future(schedule);
             tracing::info!(message = "Schedule stopped.", cycles = self.cycle);

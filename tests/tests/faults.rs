@@ -211,3 +211,96 @@ fn flipped_bytes_in_the_spool_are_set_aside_and_the_rest_is_delivered() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sigterm_mid_cycle_with_the_api_down_exits_in_time_and_keeps_every_finished_result() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(503);
+    // A tarpit keeps the cycle running for its 3 s limit while SIGTERM arrives.
+    let tarpit = TcpListener::bind("127.0.0.1:0").expect("bind tarpit");
+    let tarpit_port = tarpit.local_addr().expect("addr").port();
+    let config_path = dir.path().join("config.yaml");
+    let config = format!(
+        "api: {{ base_url: '{}', api_key: k }}\nstate_dir: '{}'\ntimeouts: {{ connect_seconds: 2, host_seconds: 3 }}\n",
+        receiver.base_url(),
+        dir.path().join("state").display()
+    );
+    std::fs::write(&config_path, &config).expect("write config");
+    let hosts = json!({"schedule": {"interval_seconds": 3600, "splay_seconds": 0}, "hosts": [
+        {"id": "local", "protocol": "local"},
+        {"id": "slow", "address": "127.0.0.1", "port": tarpit_port, "protocol": "ssh",
+         "credentials": {"username": "nobody", "password": "unused"}},
+    ]});
+    let inventory = dir.path().join("inventory.json");
+    std::fs::write(&inventory, hosts.to_string()).expect("write inventory");
+    let output = dir.path().join("out.ndjson");
+    let mut child = std::process::Command::new(luumen_integration::agent_bin())
+        .args(["run", "--config", config_path.to_str().expect("utf-8")])
+        .args(["--inventory", inventory.to_str().expect("utf-8")])
+        .args(["--output", output.to_str().expect("utf-8")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("agent starts");
+    // Wait until the local host is done (the tarpit host is still in flight), then SIGTERM.
+    let started = Instant::now();
+    while std::fs::read_to_string(&output)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 1
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let stop_started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            stop_started.elapsed() < Duration::from_secs(30),
+            "did not stop in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stop_time = stop_started.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        stop_time < Duration::from_secs(12),
+        "stopped in {stop_time:?}"
+    );
+    drop(tarpit);
+
+    // Both results (the finished one and the one the grace period let finish) are in the spool:
+    // the next start with the API up delivers them.
+    receiver.set_status(200);
+    let (code, stderr, _) = once(dir.path(), &config, &json!({ "hosts": [] }));
+    assert_eq!(code, Some(0), "{stderr}");
+    let delivered: Vec<String> = receiver
+        .requests_to("POST", "/reports")
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .flat_map(|r| {
+            let batch = r.json().expect("batch");
+            batch["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|x| x["host"]["id"].as_str().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut delivered = delivered;
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        ["local", "slow"],
+        "nothing finished is lost: {stderr}"
+    );
+    eprintln!("stop time after SIGTERM mid-cycle: {stop_time:?}");
+}
