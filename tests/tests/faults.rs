@@ -42,6 +42,24 @@ fn once(dir: &Path, config: &str, inventory: &Value) -> (Option<i32>, String, Ve
     )
 }
 
+/// The host ids of every result in the batches the receiver accepted (answered 200), in order.
+fn delivered_host_ids(receiver: &Receiver) -> Vec<String> {
+    receiver
+        .requests_to("POST", "/reports")
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .flat_map(|r| {
+            let batch = r.json().expect("batch");
+            batch["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|x| x["host"]["id"].as_str().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[test]
 fn a_tarpit_host_costs_its_timeout_and_delays_no_other_host() {
     require_root();
@@ -175,20 +193,7 @@ fn flipped_bytes_in_the_spool_are_set_aside_and_the_rest_is_delivered() {
     receiver.set_status(200);
     let (code, stderr, _) = once(dir.path(), &config, &json!({ "hosts": [] }));
     assert_eq!(code, Some(0), "{stderr}");
-    let delivered: Vec<String> = receiver
-        .requests_to("POST", "/reports")
-        .into_iter()
-        .filter(|r| r.status == 200)
-        .flat_map(|r| {
-            let batch = r.json().expect("batch");
-            batch["results"]
-                .as_array()
-                .expect("results")
-                .iter()
-                .map(|x| x["host"]["id"].as_str().unwrap_or("").to_owned())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let delivered = delivered_host_ids(&receiver);
     assert_eq!(delivered.len(), 2, "the two intact batches: {delivered:?}");
     let mut expected: Vec<String> = ["one", "two", "three"]
         .iter()
@@ -281,20 +286,7 @@ fn sigterm_mid_cycle_with_the_api_down_exits_in_time_and_keeps_every_finished_re
     receiver.set_status(200);
     let (code, stderr, _) = once(dir.path(), &config, &json!({ "hosts": [] }));
     assert_eq!(code, Some(0), "{stderr}");
-    let delivered: Vec<String> = receiver
-        .requests_to("POST", "/reports")
-        .into_iter()
-        .filter(|r| r.status == 200)
-        .flat_map(|r| {
-            let batch = r.json().expect("batch");
-            batch["results"]
-                .as_array()
-                .expect("results")
-                .iter()
-                .map(|x| x["host"]["id"].as_str().unwrap_or("").to_owned())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let delivered = delivered_host_ids(&receiver);
     let mut delivered = delivered;
     delivered.sort();
     assert_eq!(
