@@ -602,18 +602,8 @@ impl Spool {
         let name = segment_name(id);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let created = (|| -> io::Result<File> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            file.write_all(&format::encode_segment_header(id))?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            sync_dir(&self.dir)?;
-            Ok(file)
-        })();
+        let created =
+            replace_atomically(&self.dir, &tmp, &path, &format::encode_segment_header(id));
         // Whatever happened, this number is not used again in this run.
         self.next_segment += 1;
         match created {
@@ -702,18 +692,8 @@ impl Spool {
         for seq in &self.acked_in_live {
             buf.extend_from_slice(&format::encode_ack(AckEntry::Ack(*seq)));
         }
-        (|| -> io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            file.write_all(&buf)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            sync_dir(&self.dir)
-        })()
-        .map_err(io_err(&path, "rewrite the ack log"))?;
+        replace_atomically(&self.dir, &tmp, &path, &buf)
+            .map_err(io_err(&path, "rewrite the ack log"))?;
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
@@ -756,6 +736,27 @@ fn timestamp() -> String {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `tmp`, fsyncs it, renames it over `path` and fsyncs `dir`: after a crash
+/// `path` holds either its old content or all of `bytes`. Returns the file, open for writing at
+/// its end.
+pub(super) fn replace_atomically(
+    dir: &Path,
+    tmp: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> io::Result<File> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(tmp, path)?;
+    sync_dir(dir)?;
+    Ok(file)
 }
 
 /// Creates `dir/stem.ext` (or `dir/stem-N.ext` if taken), writes `bytes` and fsyncs the file.

@@ -2,14 +2,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, AckEntry, Parsed, RecordHeader, SEGMENT_HEADER_LEN};
 use super::{
-    io_err, parse_segment_name, save_corrupt_bytes, segment_name, sync_dir, timestamp, Location,
-    Segment, Spool, SpoolError, SpoolLimits, ACKS, ACKS_TMP, CORRUPT, QUARANTINE,
+    io_err, parse_segment_name, replace_atomically, save_corrupt_bytes, segment_name, sync_dir,
+    timestamp, Location, Segment, Spool, SpoolError, SpoolLimits, ACKS, ACKS_TMP, CORRUPT,
+    QUARANTINE,
 };
 
 /// What [`Spool::open`] found and did.
@@ -331,18 +332,7 @@ fn scan_segment(
         out.extend_from_slice(&buf[offset..offset + header.total_len() as usize]);
     }
     let tmp = dir.join(format!("{}.tmp", segment_name(id)));
-    (|| -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.write_all(&out)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        sync_dir(dir)
-    })()
-    .map_err(io_err(
+    replace_atomically(dir, &tmp, &path, &out).map_err(io_err(
         &path,
         "rewrite a segment without its damaged records",
     ))?;
