@@ -241,6 +241,22 @@ fn install_service_writes_a_unit_that_systemd_analyze_accepts() {
     }
 }
 
+/// Writes `dir/config.yaml`: the receiver as API, `dir/state` as state dir, plus `extra` lines.
+fn write_config(
+    dir: &Path,
+    receiver: &luumen_integration::Receiver,
+    extra: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("config.yaml");
+    let text = format!(
+        "api: {{ base_url: '{}', api_key: k }}\nstate_dir: '{}'\n{extra}",
+        receiver.base_url(),
+        dir.join("state").display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
 fn http_get(address: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(address) else {
@@ -259,16 +275,11 @@ fn run_serves_prometheus_metrics() {
     let port = luumen_integration::net::free_port_on_all(&[std::net::Ipv4Addr::LOCALHOST])
         .expect("free port");
     let address = format!("127.0.0.1:{port}");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "api: {{ base_url: '{}', api_key: k }}\nstate_dir: '{}'\nmetrics_listen: '{address}'\nbatch: {{ max_results: 1 }}\n",
-            receiver.base_url(),
-            dir.path().join("state").display()
-        ),
-    )
-    .expect("write config");
+    let config = write_config(
+        dir.path(),
+        &receiver,
+        &format!("metrics_listen: '{address}'\nbatch: {{ max_results: 1 }}\n"),
+    );
     let inventory = dir.path().join("inventory.json");
     write_inventory(&inventory, &["a"]);
     let mut child = Command::new(luumen_integration::agent_bin())
@@ -368,16 +379,13 @@ fn an_unreachable_host_backs_off_and_is_still_reported_every_cycle() {
 fn run_with_full_spool(policy: &str) -> (usize, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let receiver = luumen_integration::Receiver::start(503);
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "api: {{ base_url: '{}', api_key: k }}\nstate_dir: '{}'\nbatch: {{ max_results: 1 }}\nspool: {{ max_bytes: 20000, when_full: {policy} }}\n",
-            receiver.base_url(),
-            dir.path().join("state").display()
+    let config = write_config(
+        dir.path(),
+        &receiver,
+        &format!(
+            "batch: {{ max_results: 1 }}\nspool: {{ max_bytes: 20000, when_full: {policy} }}\n"
         ),
-    )
-    .expect("write config");
+    );
     let inventory = dir.path().join("inventory.json");
     write_inventory(&inventory, &["a"]);
     let output = dir.path().join("out.ndjson");
