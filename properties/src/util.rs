@@ -1,5 +1,7 @@
 //! Small borrowing helpers shared by the parsers.
 
+use crate::ParseError;
+
 /// Split `==> PATH <==`-headed output into `(path, content)` blocks.
 /// Text before the first header is returned with path `None`.
 pub fn file_blocks(text: &str) -> Vec<(Option<&str>, &str)> {
@@ -33,13 +35,18 @@ fn header(line: &str) -> Option<&str> {
     }
 }
 
-/// `key=value` lines; lines without `=` are returned as `Err(line)`.
-pub fn kv_lines(text: &str) -> impl Iterator<Item = Result<(&str, &str), &str>> {
+/// `key=value` lines (blank lines skipped); a line without `=` is a [`ParseError::Line`]
+/// numbered among the non-blank lines.
+pub fn kv_lines(text: &str) -> impl Iterator<Item = Result<(&str, &str), ParseError>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| match l.split_once('=') {
+        .enumerate()
+        .map(|(i, l)| match l.split_once('=') {
             Some((k, v)) => Ok((k.trim(), v.trim())),
-            None => Err(l),
+            None => Err(ParseError::Line {
+                line: i + 1,
+                reason: format!("unexpected {l:?}"),
+            }),
         })
 }
 

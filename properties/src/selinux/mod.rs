@@ -29,10 +29,7 @@ pub struct Selinux {
 pub fn parse(text: &str) -> Result<Selinux, ParseError> {
     let (mut enforce, mut getenforce, mut config, mut policy) = (None, None, false, None);
     for (i, kv) in kv_lines(text).enumerate() {
-        let (k, v) = kv.map_err(|l| ParseError::Line {
-            line: i + 1,
-            reason: format!("unexpected {l:?}"),
-        })?;
+        let (k, v) = kv?;
         match k {
             "enforce" => enforce = Some(v),
             "getenforce" => getenforce = Some(v),

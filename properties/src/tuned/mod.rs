@@ -28,10 +28,7 @@ pub struct Tuned {
 pub fn parse(text: &str) -> Result<Tuned, ParseError> {
     let (mut installed, mut profile, mut service, mut no_profile) = (false, None, None, false);
     for (i, kv) in kv_lines(text).enumerate() {
-        let (k, v) = kv.map_err(|l| ParseError::Line {
-            line: i + 1,
-            reason: format!("unexpected {l:?}"),
-        })?;
+        let (k, v) = kv?;
         match k {
             "tuned_adm" | "etc_tuned" => installed = true,
             "active_profile" => profile = non_empty(v),
