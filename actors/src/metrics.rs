@@ -95,20 +95,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let statuses = [
-            Status::Ok,
-            Status::Partial,
-            Status::Unreachable,
-            Status::AuthFailed,
-            Status::Timeout,
-            Status::HostKeyMismatch,
-            Status::Error,
-        ];
         let counts: BTreeMap<&str, usize> = self
             .last_status
             .lock()
             .map(|map| {
-                statuses
+                Status::ALL
                     .iter()
                     .map(|s| (s.as_str(), map.values().filter(|v| *v == s).count()))
                     .collect()

@@ -419,16 +419,7 @@ fn summary_line(
     delivery: &DeliveryReport,
     api_url: Option<&str>,
 ) -> String {
-    let statuses = [
-        Status::Ok,
-        Status::Partial,
-        Status::Unreachable,
-        Status::AuthFailed,
-        Status::Timeout,
-        Status::HostKeyMismatch,
-        Status::Error,
-    ];
-    let counts: Vec<String> = statuses
+    let counts: Vec<String> = Status::ALL
         .iter()
         .filter_map(|s| match summary.count(*s) {
             0 => None,

@@ -28,6 +28,17 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order reports and summaries list them.
+    pub const ALL: [Status; 7] = [
+        Status::Ok,
+        Status::Partial,
+        Status::Unreachable,
+        Status::AuthFailed,
+        Status::Timeout,
+        Status::HostKeyMismatch,
+        Status::Error,
+    ];
+
     /// The name used in reports and logs.
     pub fn as_str(self) -> &'static str {
         match self {
