@@ -264,3 +264,74 @@ async fn retry_after_is_honoured_and_the_batch_arrives_once_in_order() {
     assert_eq!(report.batches_waiting, 0);
     assert_eq!(report.last_error, None);
 }
+
+fn spooled_reporter(server: &Server, dir: &std::path::Path) -> actix::Addr<Reporter> {
+    let (spool, _) = luumen_actors::spool::Spool::open(dir, Default::default()).expect("spool");
+    let api = ApiClient::new(
+        &server.url,
+        &SecretString::from("key"),
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    Reporter::new(ReporterConfig {
+        agent_id: "test".to_owned(),
+        batch: BatchConfig {
+            max_results: 100,
+            max_bytes: 1 << 20,
+            max_wait_seconds: 3600,
+        },
+        api: Some(api),
+        output: None,
+        retry: NO_RETRY,
+        spool: Some(spool),
+    })
+    .start()
+}
+
+/// Results of a batch that was never sealed (the process died) are in the journal: the next
+/// start seals them with the batch's original id and sends them once.
+#[test]
+fn results_of_the_open_batch_survive_a_stop_without_flush() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    *server.status.lock().expect("lock") = 503;
+    actix::System::new().block_on(async {
+        let reporter = spooled_reporter(&server, dir.path());
+        for id in ["a", "b", "c"] {
+            reporter.do_send(Report(result(id)));
+        }
+        // Past the group-commit delay; no Flush, no batch timer: the batch stays open.
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    });
+    assert!(server.seen.lock().expect("lock").is_empty(), "nothing sent");
+    assert!(
+        std::fs::metadata(dir.path().join("open.journal"))
+            .expect("journal")
+            .len()
+            > 0
+    );
+
+    *server.status.lock().expect("lock") = 200;
+    let report = actix::System::new().block_on(async {
+        let reporter = spooled_reporter(&server, dir.path());
+        reporter.send(Flush).await.expect("reporter alive")
+    });
+    assert_eq!(report.batches_sent, 1);
+    let batches = server.batches();
+    assert_eq!(batches.len(), 1);
+    let ids: Vec<_> = batches[0]
+        .results
+        .iter()
+        .map(|r| r.host.id.as_str())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"], "every result, in order");
+
+    // A third start finds nothing left to send.
+    let report = actix::System::new().block_on(async {
+        let reporter = spooled_reporter(&server, dir.path());
+        reporter.send(Flush).await.expect("reporter alive")
+    });
+    assert_eq!(report.batches_sent, 0);
+    assert_eq!(server.batches().len(), 1, "sent once");
+}

@@ -96,12 +96,20 @@ pub struct Reporter {
     /// The pending retry timer; while it runs, new batches wait for it (only `Flush` sends at
     /// once).
     retry_timer: Option<SpawnHandle>,
+    /// Results written to the open-batch journal but not yet synced: (host, collected_at).
+    unsynced: Vec<(String, chrono::DateTime<Utc>)>,
+    /// The pending journal sync (group commit).
+    sync_timer: Option<SpawnHandle>,
 }
 
+/// How long a journal write waits for others before one `fdatasync` makes them all durable.
+const JOURNAL_SYNC_DELAY: Duration = Duration::from_millis(5);
+
 impl Reporter {
-    /// A Reporter with an empty outbox.
+    /// A Reporter on the outbox of `config.spool`. A batch that was open when the agent last
+    /// stopped (found in the spool's journal) is sealed with its original id.
     pub fn new(config: ReporterConfig) -> Reporter {
-        Reporter {
+        let mut reporter = Reporter {
             batcher: Batcher::new(&config.agent_id, config.batch),
             max_wait: Duration::from_secs(config.batch.max_wait_seconds),
             api: config.api,
@@ -114,6 +122,67 @@ impl Reporter {
             stats: DeliveryReport::default(),
             failures: 0,
             retry_timer: None,
+            unsynced: Vec::new(),
+            sync_timer: None,
+        };
+        reporter.recover_open_batch();
+        reporter
+    }
+
+    fn recover_open_batch(&mut self) {
+        let Some(open) = self.outbox.take_open_batch() else {
+            self.replace_journal();
+            return;
+        };
+        tracing::info!(message = "Sealing the batch that was open at the last stop.", batch_id = %open.batch_id, results = open.results.len());
+        for batch in self
+            .batcher
+            .seal_recovered(open.batch_id, open.results, Utc::now())
+        {
+            self.outbox.push(batch);
+        }
+        self.replace_journal();
+        self.outbox.publish_size();
+    }
+
+    /// Rewrites the journal with the open batch, after the batches sealed from it are in the
+    /// outbox: every result received so far is now durable (or, without a spool, kept in memory).
+    fn replace_journal(&mut self) {
+        let open = self.batcher.open_batch();
+        if let Some(journal) = self.outbox.journal() {
+            if let Err(error) = journal.replace(open) {
+                tracing::error!(message = "Cannot rewrite the open-batch journal; the open batch is kept in memory only.", %error);
+                self.unsynced.clear();
+                return;
+            }
+        }
+        self.announce_durable();
+    }
+
+    /// Syncs the journal: the results written to it become durable.
+    fn sync_journal(&mut self) {
+        if let Some(journal) = self.outbox.journal() {
+            if let Err(error) = journal.sync() {
+                tracing::error!(message = "Cannot sync the open-batch journal; its results are kept in memory only until their batch is sealed.", %error);
+                self.unsynced.clear();
+                return;
+            }
+        }
+        self.announce_durable();
+    }
+
+    fn announce_durable(&mut self) {
+        for (host, collected_at) in self.unsynced.drain(..) {
+            tracing::debug!(message = "Result spooled.", host = %host, collected_at = %collected_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+        }
+    }
+
+    fn schedule_sync(&mut self, ctx: &mut Context<Self>) {
+        if self.sync_timer.is_none() {
+            self.sync_timer = Some(ctx.run_later(JOURNAL_SYNC_DELAY, |act, _ctx| {
+                act.sync_timer = None;
+                act.sync_journal();
+            }));
         }
     }
 
@@ -137,6 +206,10 @@ impl Reporter {
         }
         if any {
             self.batch_generation += 1;
+            if let Some(timer) = self.sync_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.replace_journal();
             self.outbox.publish_size();
             self.pump(ctx);
         }
@@ -230,6 +303,13 @@ impl Reporter {
 
 impl Actor for Reporter {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Batches left in the spool by an earlier run go out at once, not after the next cycle.
+        if !self.outbox.is_empty() {
+            self.pump(ctx);
+        }
+    }
 }
 
 impl Handler<Report> for Reporter {
@@ -255,9 +335,28 @@ impl Handler<Report> for Reporter {
             return;
         }
         let was_empty = self.batcher.is_empty();
+        // The journal write comes first; if the push seals batches, the journal is rewritten
+        // with whatever stays open anyway.
+        let journaled = match self.outbox.journal() {
+            Some(journal) => match journal.append(self.batcher.open_id(), &json) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::error!(message = "Cannot write the result to the open-batch journal; it is kept in memory until its batch is sealed.", host = %result.host.id, %error);
+                    false
+                }
+            },
+            None => false,
+        };
+        if journaled {
+            self.unsynced
+                .push((result.host.id.clone(), result.collected_at));
+        }
         let sealed = self.batcher.push(json, Utc::now());
         let sealed_any = !sealed.is_empty();
         self.enqueue(sealed, ctx);
+        if journaled && !sealed_any {
+            self.schedule_sync(ctx);
+        }
         if was_empty && !sealed_any {
             // The first result of a batch starts its timer.
             let generation = self.batch_generation;

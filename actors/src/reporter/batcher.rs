@@ -25,6 +25,9 @@ pub struct Batcher {
     agent_id_json: String,
     pending: Vec<Vec<u8>>,
     pending_bytes: usize,
+    /// The id the open batch will be sealed with, known from its first result on so that the
+    /// open-batch journal can record it.
+    open_id: Uuid,
 }
 
 impl Batcher {
@@ -35,7 +38,39 @@ impl Batcher {
             agent_id_json: serde_json::Value::from(agent_id).to_string(),
             pending: Vec::new(),
             pending_bytes: 0,
+            open_id: Uuid::new_v4(),
         }
+    }
+
+    /// The open batch: its future id and the results in it.
+    pub fn open_batch(&self) -> Option<(Uuid, &[Vec<u8>])> {
+        (!self.pending.is_empty()).then_some((self.open_id, self.pending.as_slice()))
+    }
+
+    /// The id the next result will be batched under: the open batch's, or the next batch's
+    /// when the result does not fit in it.
+    pub fn open_id(&self) -> Uuid {
+        self.open_id
+    }
+
+    /// Seals a batch found in the journal at start, with its original id. Results already
+    /// pending are sealed first, under their own id.
+    pub fn seal_recovered(
+        &mut self,
+        batch_id: Uuid,
+        results: Vec<Vec<u8>>,
+        now: DateTime<Utc>,
+    ) -> Vec<SealedBatch> {
+        let mut sealed: Vec<SealedBatch> = self.seal(now).into_iter().collect();
+        if results.is_empty() {
+            return sealed;
+        }
+        let next_id = std::mem::replace(&mut self.open_id, batch_id);
+        self.pending_bytes = results.iter().map(|r| r.len() + 1).sum();
+        self.pending = results;
+        sealed.extend(self.seal(now));
+        self.open_id = next_id;
+        sealed
     }
 
     /// Whether no result is waiting.
@@ -68,7 +103,7 @@ impl Batcher {
         if self.pending.is_empty() {
             return None;
         }
-        let batch_id = Uuid::new_v4();
+        let batch_id = std::mem::replace(&mut self.open_id, Uuid::new_v4());
         let sent_at = now.to_rfc3339_opts(SecondsFormat::Millis, true);
         let mut body = Vec::with_capacity(self.pending_bytes + 160);
         body.extend_from_slice(b"{\"agent_id\":");
@@ -161,5 +196,33 @@ mod tests {
         let a = batcher.push(result("a"), Utc::now());
         let b = batcher.push(result("b"), Utc::now());
         assert_ne!(a[0].batch_id, b[0].batch_id);
+    }
+
+    #[test]
+    fn the_open_batch_is_sealed_with_the_id_it_was_opened_with() {
+        let mut batcher = Batcher::new("agent", limits(3, 1 << 20));
+        assert!(batcher.open_batch().is_none());
+        batcher.push(result("a"), Utc::now());
+        let (id, pending) = batcher.open_batch().expect("open");
+        assert_eq!(pending.len(), 1);
+        let sealed = batcher.seal(Utc::now()).expect("sealed");
+        assert_eq!(sealed.batch_id, id);
+        assert_ne!(batcher.open_id(), id, "the next batch gets a new id");
+    }
+
+    #[test]
+    fn a_recovered_batch_keeps_its_id_and_pending_results_keep_theirs() {
+        let mut batcher = Batcher::new("agent", limits(10, 1 << 20));
+        batcher.push(result("new"), Utc::now());
+        let pending_id = batcher.open_id();
+        let recovered = uuid::Uuid::new_v4();
+        let sealed = batcher.seal_recovered(recovered, vec![result("old")], Utc::now());
+        assert_eq!(sealed.len(), 2);
+        assert_eq!(sealed[0].batch_id, pending_id);
+        assert_eq!(decode(&sealed[0]).results[0].host.id, "new");
+        assert_eq!(sealed[1].batch_id, recovered);
+        assert_eq!(decode(&sealed[1]).results[0].host.id, "old");
+        assert!(batcher.is_empty());
+        assert_ne!(batcher.open_id(), recovered);
     }
 }

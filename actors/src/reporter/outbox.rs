@@ -132,6 +132,23 @@ impl Outbox {
             .is_some_and(|s| s.is_full() || !self.memory.is_empty())
     }
 
+    /// The spool's open-batch journal, when there is a spool.
+    pub fn journal(&mut self) -> Option<&mut crate::spool::Journal> {
+        self.spool.as_mut().map(Spool::journal)
+    }
+
+    /// The batch that was open at the last stop, unless it is already a pending batch (sealed
+    /// just before the stop; its journal was not cleared yet).
+    pub fn take_open_batch(&mut self) -> Option<crate::spool::OpenBatch> {
+        let spool = self.spool.as_mut()?;
+        let open = spool.take_open_batch()?;
+        if spool.holds_batch(open.batch_id) {
+            tracing::info!(message = "The batch open at the last stop was already sealed; not sealed again.", batch_id = %open.batch_id, results = open.results.len());
+            return None;
+        }
+        Some(open)
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.memory.is_empty() && self.spool.as_ref().is_none_or(Spool::is_empty)

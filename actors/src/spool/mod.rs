@@ -23,6 +23,7 @@
 //!   00000000000000000001.seg   segments: 20-digit zero-padded id, so lexical = numeric order
 //!   00000000000000000002.seg
 //!   acks.log                   ack log: one fixed-size entry per acknowledged record
+//!   open.journal               results of the batch still being filled ([`journal`])
 //!   quarantine/                batches the API refused for good: <stamp>-<seq>-<batch_id>.body
 //!                              + .reason.json (reason, batch_id, results, time)
 //!   corrupt/                   damaged bytes and segments set aside: <stamp>-<segment>[-at-<off>.bin]
@@ -78,6 +79,7 @@
 //! CRC-32 cannot detect.
 
 mod format;
+mod journal;
 mod recover;
 #[cfg(test)]
 mod tests;
@@ -91,6 +93,8 @@ use uuid::Uuid;
 
 use crate::reporter::batcher::SealedBatch;
 use format::{AckEntry, Parsed, RecordHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+pub use journal::{Journal, OpenBatch};
+use journal::{JOURNAL, JOURNAL_TMP};
 pub use recover::RecoveryReport;
 
 /// Default bound on the spool's segment files: 1 GiB.
@@ -327,6 +331,10 @@ pub struct Spool {
     bytes: u64,
     quarantined: u64,
     corrupt_set_aside: u64,
+    /// The results of the batch being filled (see [`journal`]).
+    journal: Journal,
+    /// The open batch found in the journal at start, until the Reporter takes it.
+    open_batch: Option<OpenBatch>,
 }
 
 impl Spool {
@@ -582,6 +590,23 @@ impl Spool {
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+
+    /// The open-batch journal, where results wait until their batch is sealed.
+    pub fn journal(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
+    /// The batch that was open when the agent last stopped (once; `None` afterwards). When its
+    /// id is already a pending record ([`Spool::holds_batch`]) it was sealed just before the
+    /// stop and must not be sealed again.
+    pub fn take_open_batch(&mut self) -> Option<OpenBatch> {
+        self.open_batch.take()
+    }
+
+    /// Whether a pending record carries this batch id.
+    pub fn holds_batch(&self, batch_id: Uuid) -> bool {
+        self.pending.values().any(|l| l.header.batch_id == batch_id)
     }
 
     /// Stops appending to the current segment; deletes it if nothing in it is pending.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use super::format::{self, AckEntry, Parsed, RecordHeader, SEGMENT_HEADER_LEN};
 use super::{
     io_err, parse_segment_name, replace_atomically, save_corrupt_bytes, segment_name, sync_dir,
-    timestamp, Location, Segment, Spool, SpoolError, SpoolLimits, ACKS, ACKS_TMP, CORRUPT,
-    QUARANTINE,
+    timestamp, Journal, Location, Segment, Spool, SpoolError, SpoolLimits, ACKS, ACKS_TMP, CORRUPT,
+    JOURNAL, JOURNAL_TMP, QUARANTINE,
 };
 
 /// What [`Spool::open`] found and did.
@@ -44,6 +44,10 @@ pub struct RecoveryReport {
     pub foreign_files: Vec<PathBuf>,
     /// Files written into `corrupt/` by this recovery.
     pub set_aside: Vec<PathBuf>,
+    /// Results of the batch that was still open (in the journal) when the agent stopped.
+    pub open_results: usize,
+    /// The journal ended with a partial or damaged record (cut off).
+    pub journal_torn: bool,
 }
 
 impl RecoveryReport {
@@ -55,6 +59,7 @@ impl RecoveryReport {
     /// Whether nothing had to be repaired or set aside.
     pub fn is_clean(&self) -> bool {
         self.torn_tails == 0
+            && !self.journal_torn
             && self.corrupt_set_aside() == 0
             && self.corrupt_ack_entries == 0
             && self.duplicate_records == 0
@@ -87,10 +92,13 @@ pub(super) fn open(dir: &Path, limits: SpoolLimits) -> Result<(Spool, RecoveryRe
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(id) = parse_segment_name(&name) {
             segment_ids.push(id);
-        } else if name == ACKS_TMP || (name.ends_with(".seg.tmp") && path.is_file()) {
+        } else if name == ACKS_TMP
+            || name == JOURNAL_TMP
+            || (name.ends_with(".seg.tmp") && path.is_file())
+        {
             fs::remove_file(&path).map_err(io_err(&path, "remove a leftover file"))?;
             report.leftovers_removed += 1;
-        } else if name != ACKS && name != QUARANTINE && name != CORRUPT {
+        } else if name != ACKS && name != QUARANTINE && name != CORRUPT && name != JOURNAL {
             tracing::warn!(message = "Unknown file in the spool directory left alone.", path = %path.display());
             report.foreign_files.push(path);
         }
@@ -98,6 +106,9 @@ pub(super) fn open(dir: &Path, limits: SpoolLimits) -> Result<(Spool, RecoveryRe
     segment_ids.sort_unstable();
 
     let (acked, high_water) = read_ack_log(dir, &mut report)?;
+    let (journal, open_batch, journal_torn) = Journal::open(dir)?;
+    report.journal_torn = journal_torn;
+    report.open_results = open_batch.as_ref().map_or(0, |o| o.results.len());
 
     let mut spool = Spool {
         dir: dir.to_path_buf(),
@@ -113,6 +124,8 @@ pub(super) fn open(dir: &Path, limits: SpoolLimits) -> Result<(Spool, RecoveryRe
         bytes: 0,
         quarantined: count_files(&dir.join(QUARANTINE), ".reason.json")?,
         corrupt_set_aside: 0,
+        journal,
+        open_batch,
     };
 
     let mut max_seq = high_water.saturating_sub(1);
@@ -180,7 +193,7 @@ pub(super) fn open(dir: &Path, limits: SpoolLimits) -> Result<(Spool, RecoveryRe
     report.records = spool.pending.len();
 
     if report.is_clean() {
-        tracing::info!(message = "Spool opened.", path = %dir.display(), records = report.records, segments = spool.segments.len(), bytes = spool.bytes);
+        tracing::info!(message = "Spool opened.", path = %dir.display(), records = report.records, open_results = report.open_results, segments = spool.segments.len(), bytes = spool.bytes);
     } else {
         tracing::warn!(message = "Spool opened after repair.", path = %dir.display(), records = report.records, torn_tails = report.torn_tails, torn_bytes = report.torn_bytes, corrupt_records = report.corrupt_records, corrupt_segments = report.corrupt_segments, corrupt_bytes = report.corrupt_bytes, corrupt_ack_entries = report.corrupt_ack_entries, duplicates = report.duplicate_records);
     }

@@ -791,3 +791,36 @@ fn model_random_operations_and_crashes() {
         model_run(seed, 300);
     }
 }
+
+#[test]
+fn the_open_batch_comes_back_once_and_is_recognised_when_already_sealed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let id = Uuid::new_v4();
+    {
+        let (mut spool, report) = Spool::open(dir.path(), limits(1 << 20)).expect("open");
+        assert_eq!(report.open_results, 0);
+        spool.journal().append(id, b"{\"r\":1}").expect("append");
+        spool.journal().sync().expect("sync");
+    }
+    {
+        let (mut spool, report) = Spool::open(dir.path(), limits(1 << 20)).expect("reopen");
+        assert_eq!(report.open_results, 1);
+        assert!(report.is_clean());
+        let open = spool.take_open_batch().expect("open batch");
+        assert_eq!(open.batch_id, id);
+        assert!(spool.take_open_batch().is_none(), "taken once");
+        assert!(!spool.holds_batch(id));
+        // Sealed into the spool, then the process dies before the journal is cleared.
+        spool
+            .append(&NewRecord {
+                batch_id: id,
+                results: 1,
+                body: b"{\"batch\":1}",
+            })
+            .expect("append");
+    }
+    let (mut spool, _) = Spool::open(dir.path(), limits(1 << 20)).expect("reopen again");
+    let open = spool.take_open_batch().expect("still in the journal");
+    assert!(spool.holds_batch(open.batch_id), "recognised as sealed");
+    assert!(!dir.path().join("open.journal.tmp").exists());
+}
