@@ -22,6 +22,7 @@ pub mod net;
 pub mod openbao;
 pub mod sshd;
 pub mod users;
+pub mod winrm;
 
 pub use agent::{agent_bin, run_agent, run_command};
 pub use http::{Receiver, RecordedRequest};

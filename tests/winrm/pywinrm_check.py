@@ -2,7 +2,7 @@
 """Runs one PowerShell script through pywinrm (an independent WinRM client) and prints JSON.
 
     pywinrm_check.py --url URL --auth basic|ntlm --username U [--ca-file F] [--insecure]
-                     [--encryption auto|always|never] [--cmd] SCRIPT
+                     [--encryption auto|always|never] [--cmd | --stdin] SCRIPT
 
 The password comes from the environment variable WINRM_PASSWORD (never the command line).
 Prints {"stdout": str, "stderr": str, "status_code": int} on success, or
@@ -18,6 +18,19 @@ import winrm
 import winrm.exceptions
 
 
+def run_stdin(protocol, script):
+    """powershell.exe -Command - with the script sent through WinRS Send (rsp:Stream stdin)."""
+    shell = protocol.open_shell()
+    try:
+        command = protocol.run_command(shell, "powershell.exe", ["-NoProfile", "-NonInteractive", "-Command", "-"])
+        protocol.send_command_input(shell, command, script.encode("utf-8"), end=True)
+        stdout, stderr, code = protocol.get_command_output(shell, command)
+        protocol.cleanup_command(shell, command)
+    finally:
+        protocol.close_shell(shell)
+    return winrm.Response((stdout, stderr, code))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
@@ -27,6 +40,7 @@ def main():
     p.add_argument("--insecure", action="store_true")
     p.add_argument("--encryption", default="auto", choices=["auto", "always", "never"])
     p.add_argument("--cmd", action="store_true", help="run SCRIPT with cmd instead of PowerShell")
+    p.add_argument("--stdin", action="store_true", help="send SCRIPT on stdin to powershell -Command -")
     p.add_argument("--timeout", type=int, default=20)
     p.add_argument("script")
     args = p.parse_args()
@@ -44,7 +58,9 @@ def main():
         kwargs["ca_trust_path"] = args.ca_file
     session = winrm.Session(args.url, **kwargs)
     try:
-        if args.cmd:
+        if args.stdin:
+            result = run_stdin(session.protocol, args.script)
+        elif args.cmd:
             result = session.run_cmd(args.script)
         else:
             result = session.run_ps(args.script)
