@@ -41,7 +41,7 @@ pub enum ErrorKind {
     AuthFailed {
         /// The login name.
         username: String,
-        /// `password` or `publickey`.
+        /// `password` or `publickey` (SSH); `basic` or `ntlm` (WinRM).
         method: &'static str,
     },
     /// The call did not finish within its limit.
@@ -105,6 +105,37 @@ pub enum ErrorKind {
     /// Starting or talking to a local process failed.
     #[error("local exec failed: {0}")]
     Local(#[source] std::io::Error),
+    /// The host's TLS certificate was refused (untrusted chain, wrong name, or not the pinned
+    /// certificate). No credential was sent.
+    #[error("TLS certificate refused: {reason}; no credentials were sent")]
+    Certificate {
+        /// rustls's reason, or the pin mismatch with both fingerprints.
+        reason: String,
+    },
+    /// The WS-Management service answered with a SOAP fault.
+    #[error("WS-Management fault {code}: {message}")]
+    WsManFault {
+        /// The fault's subcode, e.g. `w:InvalidSelectors` (its most specific code).
+        code: String,
+        /// The fault's reason text.
+        message: String,
+    },
+    /// A WinRM HTTP or protocol failure after connecting (other than a fault or refused
+    /// credentials).
+    #[error("winrm {stage} failed: {message}")]
+    WinRm {
+        /// What was happening: `tls handshake`, `create shell`, `command`, `input`, `output`.
+        stage: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The host's settings cannot be used as given (e.g. Basic over HTTP not allowed, an
+    /// unreadable CA file). Nothing was sent.
+    #[error("invalid winrm settings: {reason}")]
+    Settings {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {

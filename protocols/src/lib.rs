@@ -20,6 +20,7 @@ mod error;
 pub mod hostkey;
 pub mod local;
 pub mod ssh;
+pub mod winrm;
 
 use std::time::{Duration, Instant};
 
