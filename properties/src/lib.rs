@@ -1,7 +1,7 @@
 //! # luumen-properties
 //!
 //! The property catalogue of luumen-agent: *what* to run on a host and *how* to
-//! read it back. No I/O happens here: the transport (SSH) lives elsewhere.
+//! read it back. No I/O happens here: the transports (SSH, WinRM) live elsewhere.
 //!
 //! ## Flow
 //!
@@ -40,18 +40,41 @@
 //! | `services_unit_files` | `systemctl list-unit-files --type=service --no-legend --no-pager` | no |
 //!
 //! Package sections are emitted only for the package managers present.
+//!
+//! ## Windows
+//!
+//! [`windows::script`] is one read-only PowerShell script (`src/windows/collect.ps1`,
+//! minimised to about 2,100 characters so `-EncodedCommand` fits the command line) that
+//! prints one JSON document; [`windows::collect`] parses it into the same [`Properties`]
+//! (`os.family = "windows"`), plus `hotfixes` and `processes`. Each section runs in its
+//! own `try`/`catch`; a failed one is listed in the document's `errors` map and becomes a
+//! [`PropertyError`] of the properties it feeds.
+//!
+//! | section | source | property |
+//! |---|---|---|
+//! | `os` | `Win32_OperatingSystem` | `os` |
+//! | `cs` | `Win32_ComputerSystem` (domain, workgroup, role, model, memory) | `os`, `hardware` |
+//! | `cv` | `HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion` (UBR, EditionID, DisplayVersion) | `os` |
+//! | `bios`, `csp`, `cpu`, `page` | `Win32_BIOS`, `Win32_ComputerSystemProduct`, `Win32_Processor`, `Win32_PageFileUsage` (else `Win32_PageFileSetting`) | `hardware` |
+//! | `packages` | `Uninstall\*` keys of HKLM (`x64`) and HKLM `WOW6432Node` (`x86`); manager `registry` | `packages` |
+//! | `hotfixes` | `Win32_QuickFixEngineering` | `hotfixes` |
+//! | `services` | `Get-Service` | `services` |
+//! | `processes` | `Get-Process` | `processes` |
 
 pub mod cron;
 pub mod hardware;
+pub mod hotfixes;
 pub mod linux;
 pub mod os;
 pub mod packages;
 pub mod plan;
 pub mod privileges;
+pub mod processes;
 pub mod selinux;
 pub mod services;
 pub mod tuned;
 mod util;
+pub mod windows;
 
 use serde::{Deserialize, Serialize};
 
@@ -110,9 +133,15 @@ pub struct Properties {
     pub cron: Option<Vec<cron::CronEntry>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services: Option<Vec<services::Service>>,
+    /// Windows only: installed updates (`Win32_QuickFixEngineering`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotfixes: Option<Vec<hotfixes::Hotfix>>,
+    /// Windows only: running processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<processes::Process>>,
 }
 
-/// The result of [`linux::collect`]: what could be read, and what could not.
+/// The result of [`linux::collect`] and [`windows::collect`]: what could be read, and what could not.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Collected {
     pub properties: Properties,

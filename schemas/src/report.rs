@@ -113,3 +113,77 @@ pub struct Batch {
     /// The host results.
     pub results: Vec<HostResult>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Protocol;
+
+    fn windows_result(file: &str) -> serde_json::Value {
+        let output: String = file
+            .lines()
+            .filter(|l| !l.starts_with("#!source:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let collected = luumen_properties::windows::collect(output.as_bytes(), b"", Some(0));
+        let result = HostResult {
+            host: HostRef {
+                id: "win".into(),
+                address: "127.0.0.1".into(),
+                protocol: Protocol::Winrm,
+            },
+            collected_at: DateTime::from_timestamp(1_700_000_000, 0).expect("valid time"),
+            duration_ms: 1,
+            status: Status::Partial,
+            properties: collected.properties,
+            errors: collected
+                .errors
+                .into_iter()
+                .map(|e| ResultError {
+                    property: Some(e.property),
+                    kind: serde_json::to_value(e.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    message: e.message,
+                })
+                .collect(),
+        };
+        serde_json::to_value(&result).expect("serializes")
+    }
+
+    /// Windows results (every optional Windows field, hotfixes, processes,
+    /// `registry` packages) are valid against `report.schema.json`, and the
+    /// schema still refuses what the types refuse.
+    #[test]
+    fn windows_results_match_the_report_schema() {
+        let schema: serde_json::Value =
+            serde_json::from_str(crate::REPORT_SCHEMA).expect("schema is JSON");
+        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+        for file in [
+            include_str!("../../properties/testdata/windows/server-2022-datacenter.json"),
+            include_str!("../../properties/testdata/windows/windows-11-pro-22h2.json"),
+            include_str!("../../properties/testdata/windows/server-2012r2-single-objects.json"),
+            include_str!("../../properties/testdata/windows/windows-10-partial-errors.json"),
+        ] {
+            let value = windows_result(file);
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{errors:#?}");
+            let back: HostResult = serde_json::from_value(value).expect("round trip");
+            assert_eq!(back.host.protocol, Protocol::Winrm);
+        }
+        let mut bad = windows_result(include_str!(
+            "../../properties/testdata/windows/server-2022-datacenter.json"
+        ));
+        bad["properties"]["os"]["domain_role"] = "emperor".into();
+        assert!(!validator.is_valid(&bad));
+        let mut bad = windows_result(include_str!(
+            "../../properties/testdata/windows/server-2022-datacenter.json"
+        ));
+        bad["properties"]["processes"][0]["cmdline"] = "x".into();
+        assert!(!validator.is_valid(&bad));
+    }
+}

@@ -37,7 +37,7 @@ pub struct Inputs<'a> {
 }
 
 /// Firmware placeholders that mean "unknown".
-fn dmi_value(v: &str) -> Option<String> {
+pub(crate) fn dmi_value(v: &str) -> Option<String> {
     let v = non_empty(v)?;
     const JUNK: [&str; 8] = [
         "To Be Filled By O.E.M.",

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::util::{file_blocks, non_empty, owned};
 use crate::ParseError;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Os {
-    /// Always `"linux"` for this collector.
+    /// `"linux"` or `"windows"`.
     pub family: String,
     pub name: Option<String>,
     pub id: Option<String>,
@@ -22,8 +22,38 @@ pub struct Os {
     pub arch: Option<String>,
     pub hostname: Option<String>,
     pub uptime_seconds: Option<u64>,
-    /// RFC 3339, UTC, seconds precision (from `btime` of `/proc/stat`).
+    /// RFC 3339, UTC, seconds precision (from `btime` of `/proc/stat`, or
+    /// `LastBootUpTime` on Windows).
     pub boot_time: Option<String>,
+    /// Windows: build number (`BuildNumber`, e.g. `"20348"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_number: Option<String>,
+    /// Windows: update build revision (registry `UBR`, e.g. `2113`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ubr: Option<u32>,
+    /// Windows: edition (registry `EditionID`, e.g. `"ServerStandard"`, `"Professional"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edition: Option<String>,
+    /// Windows: feature release (registry `DisplayVersion`, else `ReleaseId`; e.g. `"23H2"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_version: Option<String>,
+    /// Windows: `"Server"`, `"Server Core"` or `"Client"` (registry `InstallationType`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation_type: Option<String>,
+    /// Windows: when the OS was installed, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_date: Option<String>,
+    /// Windows: the Active Directory domain, when the host is joined to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Windows: the workgroup, when the host is not joined to a domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workgroup: Option<String>,
+    /// Windows: `Win32_ComputerSystem.DomainRole` as a name: `standalone_workstation`,
+    /// `member_workstation`, `standalone_server`, `member_server`,
+    /// `backup_domain_controller`, `primary_domain_controller`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_role: Option<String>,
 }
 
 /// The outputs `os` is built from; `None` = section unusable.
@@ -273,16 +303,7 @@ pub fn parse_uptime(text: &str) -> Result<(Option<u64>, Option<String>), ParseEr
 pub fn parse(inputs: Inputs<'_>) -> Result<Os, ParseError> {
     let mut os = Os {
         family: "linux".into(),
-        name: None,
-        id: None,
-        id_like: Vec::new(),
-        version_id: None,
-        pretty_name: None,
-        kernel_release: None,
-        arch: None,
-        hostname: None,
-        uptime_seconds: None,
-        boot_time: None,
+        ..Os::default()
     };
     let mut first_err: Option<ParseError> = None;
     let mut any = false;

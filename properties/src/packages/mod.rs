@@ -11,6 +11,8 @@ pub enum Manager {
     Dpkg,
     Rpm,
     Apk,
+    /// Windows: the Uninstall keys of the registry (64-bit and WOW6432Node hives).
+    Registry,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +28,12 @@ pub struct Package {
     /// Source package name.
     pub source: Option<String>,
     pub manager: Manager,
+    /// Windows: `Publisher` of the Uninstall entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// Windows: `InstallDate` of the Uninstall entry, as `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_date: Option<String>,
 }
 
 /// Split Debian `[epoch:]upstream[-revision]`.
@@ -86,6 +94,8 @@ pub fn parse_dpkg(text: &str) -> Result<Vec<Package>, ParseError> {
             arch: arch.map(str::to_owned),
             source: source.map(str::to_owned),
             manager: Manager::Dpkg,
+            publisher: None,
+            install_date: None,
         });
     }
     if stanzas == 0 {
@@ -158,6 +168,8 @@ pub fn parse_rpm(text: &str) -> Result<Vec<Package>, ParseError> {
                 .and_then(srpm_name)
                 .map(str::to_owned),
             manager: Manager::Rpm,
+            publisher: None,
+            install_date: None,
         });
     }
     if out.is_empty() {
@@ -203,6 +215,8 @@ pub fn parse_apk(text: &str) -> Result<Vec<Package>, ParseError> {
             arch: arch.map(str::to_owned),
             source: origin.map(str::to_owned),
             manager: Manager::Apk,
+            publisher: None,
+            install_date: None,
         });
     }
     if stanzas == 0 {

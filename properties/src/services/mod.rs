@@ -14,8 +14,15 @@ pub struct Service {
     pub load: String,
     pub active: String,
     pub sub: String,
-    /// Unit-file state (`enabled`, `disabled`, `static`, `masked`, …).
+    /// Unit-file state (`enabled`, `disabled`, `static`, `masked`, …). Windows:
+    /// `enabled` (automatic, boot, system), `manual` or `disabled`.
     pub enabled: Option<String>,
+    /// Windows: the service's display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Windows: the start mode: `boot`, `system`, `automatic`, `manual`, `disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_mode: Option<String>,
 }
 
 /// `systemctl list-unit-files --type=service --no-legend --no-pager`:
@@ -88,6 +95,8 @@ pub fn parse(
             active: active.to_owned(),
             sub: sub.to_owned(),
             enabled: enabled.map(str::to_owned),
+            display_name: None,
+            start_mode: None,
         });
     }
     if out.is_empty() {
