@@ -421,6 +421,28 @@ fn script_on_stdin_and_the_command_line_limit() {
     let send = requests.iter().find(|r| r.is("Send", 200)).expect("Send");
     assert_eq!(send.script.as_deref(), Some(script));
 
+    // The same script behind an encoded bootstrap that reads `$input`: the rules see the script.
+    let result = pywinrm(
+        &server,
+        Pywinrm {
+            url: server.url(),
+            auth: "basic",
+            password: &server.options().password,
+            ca_file: None,
+            extra: vec!["--stdin-bootstrap"],
+            script,
+        },
+    );
+    let (stdout, _, code) = ok_run(&result);
+    assert_eq!((stdout, code), ("[{\"HotFixID\":\"KB5034439\"}]", 0));
+    let requests = server.requests();
+    let sends: Vec<_> = requests.iter().filter(|r| r.is("Send", 200)).collect();
+    assert_eq!(sends.len(), 2);
+    assert!(sends[1].raw["bootstrap"]
+        .as_str()
+        .is_some_and(|b| b.contains("$input")));
+    assert_eq!(sends[1].script.as_deref(), Some(script));
+
     // cmd.exe refuses command lines over 8191 characters, as Windows does.
     let long = format!("Write-Output '{}'", "x".repeat(4000));
     let result = pywinrm(

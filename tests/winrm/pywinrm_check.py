@@ -2,7 +2,7 @@
 """Runs one PowerShell script through pywinrm (an independent WinRM client) and prints JSON.
 
     pywinrm_check.py --url URL --auth basic|ntlm --username U [--ca-file F] [--insecure]
-                     [--encryption auto|always|never] [--cmd | --stdin] SCRIPT
+                     [--encryption auto|always|never] [--cmd | --stdin | --stdin-bootstrap] SCRIPT
 
 The password comes from the environment variable WINRM_PASSWORD (never the command line).
 Prints {"stdout": str, "stderr": str, "status_code": int} on success, or
@@ -10,6 +10,7 @@ Prints {"stdout": str, "stderr": str, "status_code": int} on success, or
 """
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -18,11 +19,20 @@ import winrm
 import winrm.exceptions
 
 
-def run_stdin(protocol, script):
-    """powershell.exe -Command - with the script sent through WinRS Send (rsp:Stream stdin)."""
+BOOTSTRAP = "$script = $input | Out-String; & ([scriptblock]::Create($script))"
+
+
+def run_stdin(protocol, script, bootstrap):
+    """The script sent through WinRS Send (rsp:Stream stdin) to `powershell.exe -Command -`, or
+    to an encoded bootstrap that reads and runs it."""
+    if bootstrap:
+        encoded = base64.b64encode(BOOTSTRAP.encode("utf-16-le")).decode()
+        arguments = ["-NoProfile", "-NonInteractive", "-EncodedCommand", encoded]
+    else:
+        arguments = ["-NoProfile", "-NonInteractive", "-Command", "-"]
     shell = protocol.open_shell()
     try:
-        command = protocol.run_command(shell, "powershell.exe", ["-NoProfile", "-NonInteractive", "-Command", "-"])
+        command = protocol.run_command(shell, "powershell.exe", arguments)
         protocol.send_command_input(shell, command, script.encode("utf-8"), end=True)
         stdout, stderr, code = protocol.get_command_output(shell, command)
         protocol.cleanup_command(shell, command)
@@ -41,6 +51,11 @@ def main():
     p.add_argument("--encryption", default="auto", choices=["auto", "always", "never"])
     p.add_argument("--cmd", action="store_true", help="run SCRIPT with cmd instead of PowerShell")
     p.add_argument("--stdin", action="store_true", help="send SCRIPT on stdin to powershell -Command -")
+    p.add_argument(
+        "--stdin-bootstrap",
+        action="store_true",
+        help="send SCRIPT on stdin to an -EncodedCommand bootstrap that reads $input",
+    )
     p.add_argument("--timeout", type=int, default=20)
     p.add_argument("script")
     args = p.parse_args()
@@ -58,8 +73,8 @@ def main():
         kwargs["ca_trust_path"] = args.ca_file
     session = winrm.Session(args.url, **kwargs)
     try:
-        if args.stdin:
-            result = run_stdin(session.protocol, args.script)
+        if args.stdin or args.stdin_bootstrap:
+            result = run_stdin(session.protocol, args.script, args.stdin_bootstrap)
         elif args.cmd:
             result = session.run_cmd(args.script)
         else:

@@ -39,6 +39,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
@@ -220,6 +221,9 @@ def build_steps(reply):
 # Command lines.
 
 
+STDIN_READER = re.compile(r"\$input\b|\[(System\.)?Console\]::In\b", re.IGNORECASE)
+
+
 def decode_command_line(command, arguments):
     """(command_line, script, source, reads_stdin) for a CommandLine element."""
     line = " ".join([command] + arguments).strip()
@@ -230,7 +234,10 @@ def decode_command_line(command, arguments):
             if flag in ("e", "ec") or len(flag) >= 2:
                 try:
                     raw = base64.b64decode(tokens[i + 1], validate=True)
-                    return line, raw.decode("utf-16-le"), "encoded", False
+                    script = raw.decode("utf-16-le")
+                    # A bootstrap that reads its real script from stdin (`$input`,
+                    # [Console]::In) waits, like PowerShell, for the input to end.
+                    return line, script, "encoded", bool(STDIN_READER.search(script))
                 except (binascii.Error, UnicodeDecodeError):
                     return line, None, "encoded-invalid", False
         if tok[:1] in "-/" and flag and "command".startswith(flag) and tokens[i + 1] == "-":
@@ -483,7 +490,7 @@ class WsMan:
             script=script,
             script_source=source,
         )
-        if script is not None:
+        if script is not None and not reads_stdin:
             self.prepare(cmd, entry)
         with self.state.lock:
             shell.commands[cmd.id] = cmd
@@ -519,6 +526,8 @@ class WsMan:
                 cmd.stdin += data
                 if (st.get("End") or "").lower() == "true" and not cmd.stdin_done:
                     text = cmd.stdin.decode("utf-8", errors="replace").lstrip("\ufeff")
+                    if cmd.script is not None:
+                        entry["bootstrap"] = cmd.script
                     cmd.script = text
                     entry["script"] = text
                     entry["script_source"] = "stdin"
@@ -602,11 +611,15 @@ def parse_encrypted(body):
         raise ValueError("not a multipart/encrypted WinRM body")
     length = int(m.group(1))
     payload = m.group(2)
-    # Some clients put a CRLF before the closing boundary; Windows itself does not.
     if len(payload) >= 4:
         sig_len = struct.unpack("<I", payload[:4])[0]
         header = payload[4 : 4 + sig_len]
         data = payload[4 + sig_len :]
+        # In MIME the CRLF before a boundary belongs to the boundary: some clients send one
+        # (winrm-rs), others not (pywinrm, and Windows in its answers). NTLM sealing keeps the
+        # length, so the sealed data is exactly `length` bytes.
+        if len(data) == length + 2 and data.endswith(b"\r\n"):
+            data = data[:-2]
         return header, data, length
     raise ValueError("truncated encrypted payload")
 
@@ -683,7 +696,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             state.log(dict(entry, status=None))
             state.stopping.wait()
             return
-        if self.path.split("?")[0].lower() != "/wsman":
+        # Servers must accept the absolute form too (RFC 9112 3.2.2), as HTTP.sys does.
+        path = urllib.parse.urlsplit(self.path).path if "://" in self.path else self.path
+        if path.split("?")[0].rstrip("/").lower() != "/wsman":
             state.log(dict(entry, status=404))
             self.send(404)
             return
