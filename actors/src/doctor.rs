@@ -78,6 +78,14 @@ async fn diagnose_host(mut spec: HostSpec, protocol: actix::Addr<ProtocolActor>)
             )];
         }
         Target::Local => ("localhost".to_owned(), None),
+        Target::Winrm(_) => {
+            return vec![Check::fail(
+                &id,
+                "protocol",
+                "doctor does not check winrm hosts yet",
+                "collect it with `luumen-agent once` to test the connection",
+            )];
+        }
         Target::Ssh(target) => {
             target.host_key.pin_new_keys = false;
             (

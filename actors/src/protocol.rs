@@ -6,11 +6,16 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use actix::{Actor, Handler, Message, SyncContext};
-use luumen_protocols::{local, ssh, Exec, ExecOutput, Limits};
+use luumen_protocols::{local, ssh, winrm, Exec, ExecOutput, Limits};
 
 use crate::spec::Target;
 
 /// Run one command with a script on its standard input on one host.
+///
+/// For SSH and local hosts `command` is the command line and `stdin` the script fed to it. For
+/// WinRM hosts `stdin` is the PowerShell script's source text (UTF-8), which the transport runs
+/// with `powershell.exe` (encoded on the command line, or on standard input when long), and
+/// `command` only names the run in errors.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<ExecOutput, ExecFailure>")]
 pub struct Execute {
@@ -18,9 +23,9 @@ pub struct Execute {
     pub host_id: String,
     /// How to reach the host.
     pub target: Target,
-    /// The fixed command line.
+    /// The fixed command line (WinRM: a label for errors, e.g. `powershell`).
     pub command: &'static str,
-    /// The script fed to the command.
+    /// The script fed to the command (WinRM: the PowerShell source, UTF-8).
     pub stdin: Vec<u8>,
     /// Time and size limits.
     pub limits: Limits,
@@ -45,7 +50,7 @@ pub enum ExecFailure {
     Panicked {
         /// The host's id.
         host: String,
-        /// `ssh` or `local`.
+        /// `ssh`, `winrm` or `local`.
         protocol: &'static str,
         /// The panic message.
         message: String,
@@ -73,6 +78,10 @@ impl Handler<Execute> for ProtocolActor {
             Target::Ssh(target) => (
                 "ssh",
                 catch_unwind(AssertUnwindSafe(|| ssh::run(target, &exec, &msg.limits))),
+            ),
+            Target::Winrm(target) => (
+                "winrm",
+                catch_unwind(AssertUnwindSafe(|| winrm::run(target, &exec, &msg.limits))),
             ),
             Target::Local => (
                 "local",

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 
 use luumen_protocols::hostkey::{HostKeyCheck, HostKeyPolicy};
 use luumen_protocols::ssh::{SshAuth, SshTarget};
+use luumen_protocols::winrm::{self, Scheme, TlsTrust, WinrmAuth, WinrmTarget};
 use luumen_protocols::Limits;
 use luumen_schemas::config::{HostKeyPolicy as ConfiguredPolicy, Timeouts};
-use luumen_schemas::inventory::{Credentials, HostEntry, Inventory, Protocol};
+use luumen_schemas::inventory::{
+    Credentials, HostEntry, Inventory, Protocol, WinrmAuthMethod, WinrmTransport,
+};
 use luumen_schemas::report::HostRef;
 
 /// One managed host, ready to collect.
@@ -64,6 +67,8 @@ impl SshSettings {
 pub enum Target {
     /// Over SSH.
     Ssh(SshTarget),
+    /// Over WinRM (WS-Management); the script is PowerShell.
+    Winrm(WinrmTarget),
     /// The agent's own machine.
     Local,
     /// A host this build cannot collect; the reason is reported as its error.
@@ -108,9 +113,10 @@ impl HostSpec {
             .cloned();
         let target = match entry.protocol {
             Protocol::Local => Target::Local,
-            Protocol::Winrm => Target::Unsupported(
-                "protocol winrm is not supported by this build of luumen-agent".to_owned(),
-            ),
+            Protocol::Winrm => match winrm_target(entry, credentials) {
+                Ok(target) => Target::Winrm(target),
+                Err(reason) => Target::Unsupported(reason),
+            },
             Protocol::Ssh => match ssh_target(entry, credentials, ssh.check_for(entry)) {
                 Ok(target) => Target::Ssh(target),
                 Err(reason) => Target::Unsupported(reason),
@@ -150,6 +156,64 @@ fn ssh_target(
     })
 }
 
+fn winrm_target(
+    entry: &HostEntry,
+    credentials: Option<&Credentials>,
+) -> Result<WinrmTarget, String> {
+    let address = entry
+        .address
+        .clone()
+        .ok_or_else(|| format!("host {:?} has no address", entry.id))?;
+    let credentials =
+        credentials.ok_or_else(|| format!("host {:?} has no credentials", entry.id))?;
+    if crate::vault::uses_vault(credentials) {
+        return Err(format!(
+            "host {:?}: Vault references in the credentials of winrm hosts are not resolved by this build",
+            entry.id
+        ));
+    }
+    let password = credentials.password.clone().ok_or_else(|| {
+        format!(
+            "credentials of host {:?} have no password (winrm needs one)",
+            entry.id
+        )
+    })?;
+    let settings = entry.winrm.clone().unwrap_or_default();
+    let auth = match settings.auth {
+        WinrmAuthMethod::Ntlm => WinrmAuth::Ntlm,
+        WinrmAuthMethod::Basic => WinrmAuth::Basic,
+        WinrmAuthMethod::Kerberos => {
+            return Err(format!(
+                "host {:?}: winrm auth kerberos is not supported by this build (use ntlm or basic)",
+                entry.id
+            ))
+        }
+    };
+    let cert_sha256 = match &settings.cert_sha256 {
+        Some(text) => Some(
+            winrm::parse_sha256_pin(text)
+                .map_err(|reason| format!("host {:?}: {reason}", entry.id))?,
+        ),
+        None => None,
+    };
+    Ok(WinrmTarget {
+        address,
+        port: entry.port_or_default().unwrap_or(5985),
+        scheme: match settings.transport {
+            WinrmTransport::Http => Scheme::Http,
+            WinrmTransport::Https => Scheme::Https,
+        },
+        auth,
+        username: credentials.username.clone(),
+        password,
+        tls: TlsTrust {
+            ca_file: settings.ca_file.clone(),
+            cert_sha256,
+        },
+        allow_http_basic: settings.allow_http_basic,
+    })
+}
+
 /// The SSH authentication that credentials describe: a key file, else key text, else password.
 pub fn ssh_auth(credentials: &Credentials) -> Result<SshAuth, &'static str> {
     let passphrase = credentials.passphrase.clone();
@@ -186,6 +250,7 @@ fn fingerprint(
         entry.port,
         entry.protocol,
         &entry.groups,
+        &entry.winrm,
     )
         .hash(&mut hasher);
     format!("{:?}", entry.host_key_policy.unwrap_or(ssh.host_key_policy)).hash(&mut hasher);
@@ -209,4 +274,66 @@ fn fingerprint(
         (secret(&c.passphrase), c.sudo).hash(&mut hasher);
     }
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(json: &str) -> Vec<HostSpec> {
+        let inventory: Inventory = serde_json::from_str(json).expect("inventory parses");
+        inventory.validate().expect("inventory is valid");
+        let ssh = SshSettings {
+            host_key_policy: ConfiguredPolicy::AcceptNew,
+            pin_file: PathBuf::from("/nonexistent/known_hosts"),
+            known_hosts_files: Vec::new(),
+            allow_ssh_rsa_sha1: false,
+        };
+        HostSpec::from_inventory(&inventory, &Timeouts::default(), &ssh)
+    }
+
+    #[test]
+    fn winrm_hosts_get_a_winrm_target_with_their_settings() {
+        let pin = "ab".repeat(32);
+        let hosts = specs(&format!(
+            r#"{{"default_credentials":{{"username":"CORP\\svc","password":"p"}},"hosts":[
+                {{"id":"a","address":"win-a","protocol":"winrm"}},
+                {{"id":"b","address":"win-b","protocol":"winrm","winrm":{{"transport":"https","auth":"basic","cert_sha256":"{pin}","ca_file":"/ca.pem"}}}},
+                {{"id":"k","address":"win-k","protocol":"winrm","winrm":{{"auth":"kerberos"}}}}]}}"#
+        ));
+        let Target::Winrm(a) = &hosts[0].target else {
+            panic!("a: {:?}", hosts[0].target)
+        };
+        assert_eq!(
+            (a.port, a.scheme, a.auth, a.username.as_str()),
+            (5985, Scheme::Http, WinrmAuth::Ntlm, "CORP\\svc")
+        );
+        let Target::Winrm(b) = &hosts[1].target else {
+            panic!("b: {:?}", hosts[1].target)
+        };
+        assert_eq!(
+            (b.port, b.scheme, b.auth),
+            (5986, Scheme::Https, WinrmAuth::Basic)
+        );
+        assert_eq!(b.tls.cert_sha256, Some([0xab; 32]));
+        assert_eq!(b.tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert!(
+            matches!(&hosts[2].target, Target::Unsupported(reason) if reason.contains("kerberos")),
+            "{:?}",
+            hosts[2].target
+        );
+    }
+
+    #[test]
+    fn winrm_settings_are_part_of_the_fingerprint() {
+        let host = |transport: &str| {
+            specs(&format!(
+                r#"{{"default_credentials":{{"username":"u","password":"p"}},"hosts":[{{"id":"a","address":"w","protocol":"winrm","winrm":{{"transport":"{transport}"}}}}]}}"#
+            ))
+            .remove(0)
+            .fingerprint
+        };
+        assert_eq!(host("http"), host("http"));
+        assert_ne!(host("http"), host("https"));
+    }
 }

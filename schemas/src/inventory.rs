@@ -72,7 +72,7 @@ pub const MAX_INTERVAL_SECONDS: u64 = 366 * 24 * 3600;
 pub enum Protocol {
     /// OpenSSH-compatible server, Linux collection plan.
     Ssh,
-    /// WS-Management (Windows). Not collected by this release.
+    /// WS-Management (Windows): HTTP 5985 / HTTPS 5986, see [`WinrmSettings`].
     Winrm,
     /// The agent's own machine, without a network connection.
     Local,
@@ -120,12 +120,103 @@ pub struct HostEntry {
     /// Overrides config.yaml's `host_key_policy` for this host.
     #[serde(default)]
     pub host_key_policy: Option<crate::config::HostKeyPolicy>,
+    /// WinRM settings (protocol `winrm` only); defaults when absent.
+    #[serde(default)]
+    pub winrm: Option<WinrmSettings>,
+}
+
+/// How the agent talks WS-Management to a Windows host.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct WinrmSettings {
+    /// `http` (port 5985; NTLM messages are encrypted) or `https` (port 5986). Default `http`,
+    /// the listener Windows enables out of the box.
+    #[serde(default)]
+    pub transport: WinrmTransport,
+    /// `ntlm` (default), `basic` (local accounts; HTTPS, or HTTP with `allow_http_basic`) or
+    /// `kerberos` (not supported by this build).
+    #[serde(default)]
+    pub auth: WinrmAuthMethod,
+    /// HTTPS: a PEM file of trusted CA certificates instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// HTTPS: the SHA-256 fingerprint of the host's certificate (64 hex digits, `:` between
+    /// pairs allowed); only that certificate is then accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
+    /// Allow Basic authentication over plain HTTP (the password crosses the network in clear).
+    #[serde(default)]
+    pub allow_http_basic: bool,
+}
+
+/// WinRM's HTTP transport.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum WinrmTransport {
+    /// Plain HTTP, port 5985.
+    #[default]
+    Http,
+    /// HTTPS, port 5986.
+    Https,
+}
+
+/// WinRM authentication.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum WinrmAuthMethod {
+    /// NTLMv2.
+    #[default]
+    Ntlm,
+    /// HTTP Basic.
+    Basic,
+    /// Kerberos (accepted in the host list; this build reports such hosts as unsupported).
+    Kerberos,
+}
+
+impl WinrmSettings {
+    /// Whether a certificate fingerprint is 64 hex digits (optionally `:`-separated pairs,
+    /// optionally prefixed `sha256:`).
+    pub fn valid_fingerprint(text: &str) -> bool {
+        let trimmed = text.trim();
+        let body = trimmed
+            .strip_prefix("sha256:")
+            .or_else(|| trimmed.strip_prefix("SHA256:"))
+            .unwrap_or(trimmed);
+        let hex: Vec<char> = body.chars().filter(|c| *c != ':').collect();
+        hex.len() == 64 && hex.iter().all(char::is_ascii_hexdigit)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.transport == WinrmTransport::Http {
+            if self.auth == WinrmAuthMethod::Basic && !self.allow_http_basic {
+                return Err("auth basic over transport http sends the password in clear: use https, ntlm, or set allow_http_basic".to_owned());
+            }
+            if self.ca_file.is_some() || self.cert_sha256.is_some() {
+                return Err("ca_file and cert_sha256 apply to transport https only".to_owned());
+            }
+        }
+        if let Some(pin) = &self.cert_sha256 {
+            if !WinrmSettings::valid_fingerprint(pin) {
+                return Err(format!("cert_sha256 {pin:?} is not 64 hex digits"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl HostEntry {
-    /// The port to connect to, with the protocol's default.
+    /// The port to connect to, with the protocol's default (WinRM: 5985 for http, 5986 for
+    /// https).
     pub fn port_or_default(&self) -> Option<u16> {
-        self.port.or(self.protocol.default_port())
+        let https = self
+            .winrm
+            .as_ref()
+            .is_some_and(|w| w.transport == WinrmTransport::Https);
+        match (self.port, self.protocol) {
+            (Some(port), _) => Some(port),
+            (None, Protocol::Winrm) if https => Some(5986),
+            (None, protocol) => protocol.default_port(),
+        }
     }
 
     /// The address shown in reports: the configured address, or `localhost` for `local`.
@@ -183,6 +274,9 @@ pub enum InventoryError {
     /// Credentials that offer no way to authenticate.
     #[error("host {0:?}: credentials for {1:?} have no password, private_key_file or private_key")]
     NoSecret(String, String),
+    /// WinRM settings that cannot be used, or set on a host that is not `winrm`.
+    #[error("host {0:?}: winrm: {1}")]
+    Winrm(String, String),
     /// A zero or absurdly long interval.
     #[error("schedule.interval_seconds must be between 1 and {MAX_INTERVAL_SECONDS} (one year)")]
     Interval,
@@ -201,6 +295,17 @@ impl Inventory {
             }
             if !seen.insert(host.id.as_str()) {
                 return Err(InventoryError::DuplicateId(host.id.clone()));
+            }
+            if host.winrm.is_some() && host.protocol != Protocol::Winrm {
+                return Err(InventoryError::Winrm(
+                    host.id.clone(),
+                    format!("settings given for a {} host", host.protocol.as_str()),
+                ));
+            }
+            if let Some(settings) = &host.winrm {
+                settings
+                    .check()
+                    .map_err(|reason| InventoryError::Winrm(host.id.clone(), reason))?;
             }
             if host.protocol == Protocol::Local {
                 continue;
@@ -221,6 +326,15 @@ impl Inventory {
                 return Err(InventoryError::NoSecret(
                     host.id.clone(),
                     credentials.username.clone(),
+                ));
+            }
+            if host.protocol == Protocol::Winrm && credentials.password.is_none() {
+                return Err(InventoryError::Winrm(
+                    host.id.clone(),
+                    format!(
+                        "credentials for {:?} have no password",
+                        credentials.username
+                    ),
                 ));
             }
         }
@@ -312,5 +426,64 @@ mod tests {
         .expect("parses");
         assert_eq!(inventory.hosts[0].port_or_default(), Some(22));
         assert_eq!(inventory.hosts[1].port_or_default(), Some(2222));
+        let inventory: Inventory = serde_json::from_str(
+            r#"{"hosts":[{"id":"a","address":"h","protocol":"winrm"},{"id":"b","address":"h","protocol":"winrm","winrm":{"transport":"https"}},{"id":"c","address":"h","port":443,"protocol":"winrm","winrm":{"transport":"https"}}]}"#,
+        )
+        .expect("parses");
+        let ports: Vec<_> = inventory
+            .hosts
+            .iter()
+            .map(HostEntry::port_or_default)
+            .collect();
+        assert_eq!(ports, [Some(5985), Some(5986), Some(443)]);
+    }
+
+    #[test]
+    fn winrm_settings_are_checked() {
+        let host = |winrm: &str| {
+            format!(
+                r#"{{"default_credentials":{{"username":"u","password":"p"}},"hosts":[{{"id":"w","address":"h","protocol":"winrm","winrm":{winrm}}}]}}"#
+            )
+        };
+        let refused = |winrm: &str, needle: &str| {
+            let inventory: Inventory = serde_json::from_str(&host(winrm)).expect("parses");
+            match inventory.validate() {
+                Err(InventoryError::Winrm(id, reason)) => {
+                    assert_eq!(id, "w");
+                    assert!(reason.contains(needle), "{reason}");
+                }
+                other => panic!("{winrm}: expected a winrm error, got {other:?}"),
+            }
+        };
+        refused(r#"{"auth":"basic"}"#, "allow_http_basic");
+        refused(r#"{"ca_file":"/ca.pem"}"#, "https only");
+        refused(r#"{"transport":"https","cert_sha256":"abc"}"#, "64 hex");
+        let pin = vec!["AB"; 32].join(":");
+        for ok in [
+            "{}".to_owned(),
+            r#"{"auth":"basic","allow_http_basic":true}"#.to_owned(),
+            format!(
+                r#"{{"transport":"https","auth":"basic","cert_sha256":"{pin}","ca_file":"/ca.pem"}}"#
+            ),
+            r#"{"transport":"https","auth":"kerberos"}"#.to_owned(),
+        ] {
+            let inventory: Inventory = serde_json::from_str(&host(&ok)).expect("parses");
+            assert_eq!(inventory.validate(), Ok(()), "{ok}");
+        }
+        assert!(serde_json::from_str::<Inventory>(&host(r#"{"transprt":"https"}"#)).is_err());
+        check(
+            r#"{"hosts":[{"id":"l","protocol":"local","winrm":{}}]}"#,
+            Err(InventoryError::Winrm(
+                "l".into(),
+                "settings given for a local host".into(),
+            )),
+        );
+        check(
+            r#"{"default_credentials":{"username":"u","private_key_file":"/k"},"hosts":[{"id":"w","address":"h","protocol":"winrm"}]}"#,
+            Err(InventoryError::Winrm(
+                "w".into(),
+                "credentials for \"u\" have no password".into(),
+            )),
+        );
     }
 }
