@@ -291,3 +291,64 @@ fn the_recordings_are_what_the_support_code_expects() {
     assert_eq!(faults.len(), 2);
     assert!(faults.iter().all(|m| m.response.contains("2150858793")));
 }
+
+#[test]
+fn https_trusts_a_pin_or_a_ca_file_and_refuses_anything_else() {
+    // Each case: a replay server behind its own TLS front (a fresh self-signed certificate for
+    // localhost / 127.0.0.1).
+    let https = || {
+        let server =
+            ReplayServer::start(recording("test_winrs_standard.yml"), "vagrant", "vagrant");
+        let (port, pem, digest) = winrm_support::tls_front(server.port);
+        let mut target = basic_target(port, "vagrant", "vagrant");
+        target.scheme = Scheme::Https;
+        target.allow_http_basic = false;
+        (server, target, pem, digest)
+    };
+    let exec = Exec {
+        host: "win-1",
+        command: "powershell",
+        stdin: b"hi",
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = |server: ReplayServer, target: &winrm::WinrmTarget, needle: &str| {
+        let error = winrm::run(target, &exec, &limits()).expect_err("refused");
+        match &error.kind {
+            ErrorKind::Certificate { reason } => assert!(reason.contains(needle), "{reason}"),
+            other => panic!("expected a certificate error, got {other:?}"),
+        }
+        assert!(server.stop().is_empty(), "no request may reach the server");
+    };
+
+    // The right pin: the recording replays over TLS.
+    let (server, mut target, pem, digest) = https();
+    target.tls.cert_sha256 = Some(digest);
+    let output = winrm::run(&target, &exec, &limits()).expect("pinned https");
+    assert_eq!(output.stdout, b"hi\r\n");
+    server.finish();
+
+    // That pin against another server's certificate.
+    let (server, mut other, _, _) = https();
+    other.tls.cert_sha256 = Some(digest);
+    refused(server, &other, "pinned");
+
+    // The first certificate as a CA file, against another server.
+    let ca = dir.path().join("first.pem");
+    std::fs::write(&ca, &pem).expect("write ca");
+    let (server, mut other, _, _) = https();
+    other.tls.ca_file = Some(ca);
+    refused(server, &other, "");
+
+    // System roots do not know a self-signed certificate.
+    let (server, target, _, _) = https();
+    refused(server, &target, "");
+
+    // A server's own certificate as the CA file: accepted.
+    let (server, mut target, own, _) = https();
+    let own_ca = dir.path().join("own.pem");
+    std::fs::write(&own_ca, &own).expect("write ca");
+    target.tls.ca_file = Some(own_ca);
+    let output = winrm::run(&target, &exec, &limits()).expect("CA-file https");
+    assert_eq!(output.exit_status, Some(0));
+    server.finish();
+}

@@ -194,8 +194,13 @@ fn tls_failure(error: &std::io::Error) -> ErrorKind {
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     match rustls_error {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) => {
+            ErrorKind::Certificate {
+                reason: other.0.to_string(),
+            }
+        }
         Some(rustls::Error::InvalidCertificate(reason)) => ErrorKind::Certificate {
-            reason: reason.to_string(),
+            reason: format!("{reason:?}"),
         },
         Some(other) => ErrorKind::WinRm {
             stage: "tls handshake",

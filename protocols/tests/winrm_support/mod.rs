@@ -162,6 +162,16 @@ impl ReplayServer {
         self.state.lock().expect("state").commands.clone()
     }
 
+    /// Stops the server and returns the actions received, without checking the recording.
+    pub fn stop(mut self) -> Vec<String> {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("replay thread");
+        }
+        let state = self.state.lock().expect("state");
+        state.actions.clone()
+    }
+
     /// Stops the server, checks that every recorded message was used and every action
     /// matched, and returns the actions received.
     pub fn finish(mut self) -> Vec<String> {
@@ -278,4 +288,57 @@ pub fn tarpit() -> (u16, JoinHandle<()>) {
         }
     });
     (port, thread)
+}
+
+/// A TLS front for a replay server: HTTPS on 127.0.0.1 with a fresh self-signed certificate
+/// for `localhost` / 127.0.0.1. Returns the port, the certificate PEM and its SHA-256.
+pub fn tls_front(backend_port: u16) -> (u16, String, [u8; 32]) {
+    use sha2::Digest;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("params");
+    let cert = params.self_signed(&key).expect("self-signed");
+    let pem = cert.pem();
+    let der = cert.der().to_vec();
+    let digest: [u8; 32] = sha2::Sha256::digest(&der).into();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![rustls_pki_types::CertificateDer::from(der)],
+        rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
+    )
+    .expect("server config");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind tls front");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            while let Ok((client, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    let Ok(mut backend) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", backend_port)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut backend).await;
+                });
+            }
+        });
+    });
+    (port, pem, digest)
 }
