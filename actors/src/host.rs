@@ -148,6 +148,7 @@ impl Handler<Collect> for HostActor {
     type Result = ResponseActFuture<Self, Status>;
 
     fn handle(&mut self, msg: Collect, _ctx: &mut Context<Self>) -> Self::Result {
+        crate::fault::maybe_panic(&self.spec.host.id);
         if let Some(result) = self.breaker_result() {
             // Still reported every cycle, with the last error and when it happened.
             let status = result.status;

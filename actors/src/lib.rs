@@ -25,6 +25,7 @@
 pub mod api;
 pub mod collector;
 pub mod doctor;
+pub mod fault;
 pub mod host;
 pub mod metrics;
 pub mod protocol;

@@ -97,6 +97,21 @@ struct Slot {
     restarts: u32,
     /// A restarted actor is not used before this instant.
     hold_until: Option<Instant>,
+    /// When the last restarts happened, within the restart policy's period (the budget).
+    recent_restarts: std::collections::VecDeque<Instant>,
+}
+
+impl Slot {
+    fn new(spec: HostSpec, peers: &Peers) -> Slot {
+        let actor = HostActor::new(spec.clone(), peers.clone()).start();
+        Slot {
+            spec,
+            actor,
+            restarts: 0,
+            hold_until: None,
+            recent_restarts: std::collections::VecDeque::new(),
+        }
+    }
 }
 
 /// Runs the fleet.
@@ -113,6 +128,7 @@ pub struct Supervisor {
     skip_when_spool_full: bool,
     /// Set by [`StopSchedule`]: hosts not started yet in the running cycle are not started.
     stopping: tokio::sync::watch::Sender<bool>,
+    restart_policy: RestartPolicy,
 }
 
 /// A host's stable offset within the splay window, from its id.
@@ -126,27 +142,40 @@ fn splay_offset(id: &str, splay: Duration) -> Duration {
     splay.mul_f64((hasher.finish() % 10_000) as f64 / 10_000.0)
 }
 
-/// First backoff after a HostActor failure; doubles per failure in a row, capped.
-const RESTART_BACKOFF: Duration = Duration::from_secs(1);
-const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How failed host actors are restarted: backoff doubling from `backoff` up to `backoff_max`,
+/// and a restart budget as OTP's intensity and period: a host whose actor fails more than
+/// `intensity` times within `period` is parked for a whole `period` (reported every cycle, not
+/// collected) instead of being restarted again; a reload that changes the host starts it
+/// afresh. Unlike OTP, the failure never escalates: other hosts and the process go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// First pause after a failure; doubles per failure in a row.
+    pub backoff: Duration,
+    /// Longest pause.
+    pub backoff_max: Duration,
+    /// Failures allowed within `period`.
+    pub intensity: usize,
+    /// The window of the budget, and how long a host over budget is parked.
+    pub period: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> RestartPolicy {
+        RestartPolicy {
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            intensity: 5,
+            period: Duration::from_secs(600),
+        }
+    }
+}
 
 impl Supervisor {
     /// A Supervisor for these hosts. Host actors start when the Supervisor starts.
     pub fn new(specs: Vec<HostSpec>, peers: Peers) -> Supervisor {
         let hosts = specs
             .into_iter()
-            .map(|spec| {
-                let actor = HostActor::new(spec.clone(), peers.clone()).start();
-                (
-                    spec.host.id.clone(),
-                    Slot {
-                        spec,
-                        actor,
-                        restarts: 0,
-                        hold_until: None,
-                    },
-                )
-            })
+            .map(|spec| (spec.host.id.clone(), Slot::new(spec, &peers)))
             .collect();
         Supervisor {
             peers,
@@ -157,7 +186,14 @@ impl Supervisor {
             splay: Duration::ZERO,
             skip_when_spool_full: true,
             stopping: tokio::sync::watch::channel(false).0,
+            restart_policy: RestartPolicy::default(),
         }
+    }
+
+    /// Replaces the default [`RestartPolicy`].
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Supervisor {
+        self.restart_policy = policy;
+        self
     }
 
     /// `false` keeps collecting while the spool is full (new batches then wait in memory).
@@ -167,22 +203,49 @@ impl Supervisor {
     }
 
     fn restart(&mut self, host_id: &str) {
+        let policy = self.restart_policy;
         let Some(slot) = self.hosts.get_mut(host_id) else {
             return;
         };
         slot.restarts += 1;
-        let backoff = RESTART_BACKOFF
-            .saturating_mul(1 << slot.restarts.min(16))
-            .min(RESTART_BACKOFF_MAX);
-        slot.hold_until = Some(Instant::now() + backoff);
+        let now = Instant::now();
+        slot.recent_restarts.push_back(now);
+        while slot
+            .recent_restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > policy.period)
+        {
+            slot.recent_restarts.pop_front();
+        }
+        let over_budget = slot.recent_restarts.len() > policy.intensity;
+        let backoff = if over_budget {
+            policy.period
+        } else {
+            policy
+                .backoff
+                .saturating_mul(1 << slot.restarts.min(16))
+                .min(policy.backoff_max)
+        };
+        slot.hold_until = Some(now + backoff);
         slot.actor = HostActor::new(slot.spec.clone(), self.peers.clone()).start();
         crate::metrics::metrics().host_restarted();
-        tracing::warn!(
-            message = "Host actor restarted.",
-            host = host_id,
-            restarts = slot.restarts,
-            backoff_ms = backoff.as_millis() as u64
-        );
+        if over_budget {
+            tracing::error!(
+                message = "Host actor keeps failing: restart budget exhausted, host parked.",
+                host = host_id,
+                restarts = slot.restarts,
+                failures_in_period = slot.recent_restarts.len(),
+                period_seconds = policy.period.as_secs(),
+                parked_seconds = backoff.as_secs(),
+            );
+        } else {
+            tracing::warn!(
+                message = "Host actor restarted.",
+                host = host_id,
+                restarts = slot.restarts,
+                backoff_ms = backoff.as_millis() as u64
+            );
+        }
     }
 
     fn cycle_future(&mut self, splay: Duration) -> ResponseActFuture<Self, CycleSummary> {
@@ -196,7 +259,8 @@ impl Supervisor {
         let mut requests = Vec::new();
         for (id, slot) in &self.hosts {
             if slot.hold_until.is_some_and(|until| until > now) {
-                held.push(slot.spec.clone());
+                let parked = slot.recent_restarts.len() > self.restart_policy.intensity;
+                held.push((slot.spec.clone(), parked));
                 continue;
             }
             let id = id.clone();
@@ -218,10 +282,23 @@ impl Supervisor {
             });
         }
         // A host whose actor is restarting is still reported, so it never silently disappears.
-        for spec in held {
+        for (spec, parked) in held {
+            let message = if parked {
+                format!(
+                    "host {}: collector failed more than {} times in {} s; parked, not collected this cycle (a reload that changes the host starts it again)",
+                    spec.host.id,
+                    self.restart_policy.intensity,
+                    self.restart_policy.period.as_secs()
+                )
+            } else {
+                format!(
+                    "host {}: collector is restarting after a failure; skipped this cycle",
+                    spec.host.id
+                )
+            };
             self.peers
                 .reporter
-                .do_send(Report(restarting_result(&spec)));
+                .do_send(Report(failure_result(&spec, message)));
         }
         let held_ids: Vec<String> = self
             .hosts
@@ -252,7 +329,17 @@ impl Supervisor {
                                 statuses.insert(id, status);
                             }
                             Err(error) => {
+                                // The actor died (a panic in its handler, or a peer pool gone):
+                                // the cycle's result says so, and the host restarts alone.
                                 tracing::error!(message = "Host actor failed.", host = %id, %error);
+                                if let Some(slot) = act.hosts.get(&id) {
+                                    act.peers.reporter.do_send(Report(failure_result(
+                                        &slot.spec,
+                                        format!(
+                                            "host {id}: collector stopped unexpectedly ({error}); restarted"
+                                        ),
+                                    )));
+                                }
                                 act.restart(&id);
                                 statuses.insert(id, Status::Error);
                             }
@@ -281,7 +368,7 @@ impl Supervisor {
     }
 }
 
-fn restarting_result(spec: &HostSpec) -> HostResult {
+fn failure_result(spec: &HostSpec, message: String) -> HostResult {
     HostResult {
         host: spec.host.clone(),
         collected_at: chrono::Utc::now(),
@@ -291,10 +378,7 @@ fn restarting_result(spec: &HostSpec) -> HostResult {
         errors: vec![ResultError {
             property: None,
             kind: "internal".to_owned(),
-            message: format!(
-                "host {}: collector is restarting after a failure; skipped this cycle",
-                spec.host.id
-            ),
+            message,
         }],
     }
 }
@@ -403,16 +487,7 @@ impl Handler<UpdateHosts> for Supervisor {
                     } else {
                         changes.added.push(id.clone());
                     }
-                    let actor = HostActor::new(spec.clone(), self.peers.clone()).start();
-                    next.insert(
-                        id,
-                        Slot {
-                            spec,
-                            actor,
-                            restarts: 0,
-                            hold_until: None,
-                        },
-                    );
+                    next.insert(id, Slot::new(spec, &self.peers));
                 }
             }
         }

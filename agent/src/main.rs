@@ -93,6 +93,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     logging::init(&cli.log_level);
+    log_panics();
     let outcome = match cli.command {
         Command::Once(args) => runner::once(args),
         Command::Run(args) => runner::run(args),
@@ -112,6 +113,30 @@ fn main() -> ExitCode {
             ExitCode::from(runner::EXIT_CONFIG)
         }
     }
+}
+
+/// Panics (caught per host and restarted by the Supervisor) go to the structured log, with
+/// where they happened, instead of as bare text on standard error.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            message = "Panic.",
+            panic = %message,
+            location = %location,
+            thread = thread.name().unwrap_or("unnamed"),
+        );
+    }));
 }
 
 /// Writes the unit file; paths come from config.yaml (state_dir, log_dir) when it can be read.

@@ -5,31 +5,33 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use luumen_integration::{
-    ensure_test_users, require_root, run_agent, Receiver, SshdConfig, SshdHarness,
-};
+use luumen_integration::{ensure_test_users, require_root, Receiver, SshdConfig, SshdHarness};
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn once(dir: &Path, config: &str, inventory: &Value) -> (Option<i32>, String, Vec<Value>) {
+    once_with_env(dir, config, inventory, &[])
+}
+
+fn once_with_env(
+    dir: &Path,
+    config: &str,
+    inventory: &Value,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, Vec<Value>) {
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, config).expect("write config");
     let inventory_path = dir.join("inventory.json");
     std::fs::write(&inventory_path, inventory.to_string()).expect("write inventory");
     let output = dir.join("out.ndjson");
-    let out = run_agent(
-        &[
-            "once",
-            "--config",
-            config_path.to_str().expect("utf-8"),
-            "--inventory",
-            inventory_path.to_str().expect("utf-8"),
-            "--output",
-            output.to_str().expect("utf-8"),
-        ],
-        TIMEOUT,
-    );
+    let mut command = std::process::Command::new(luumen_integration::agent_bin());
+    command
+        .args(["once", "--config", config_path.to_str().expect("utf-8")])
+        .args(["--inventory", inventory_path.to_str().expect("utf-8")])
+        .args(["--output", output.to_str().expect("utf-8")])
+        .envs(env.iter().copied());
+    let out = luumen_integration::run_command(command, TIMEOUT);
     let results = std::fs::read_to_string(&output)
         .unwrap_or_default()
         .lines()
@@ -60,8 +62,10 @@ fn delivered_host_ids(receiver: &Receiver) -> Vec<String> {
         .collect()
 }
 
+/// A tarpit host and a host whose actor panics (fault injection) among real ones: each costs
+/// only itself.
 #[test]
-fn a_tarpit_host_costs_its_timeout_and_delays_no_other_host() {
+fn a_tarpit_host_and_a_panicking_host_delay_no_other_host() {
     require_root();
     ensure_test_users();
     let sshd = SshdHarness::start(SshdConfig::with_addresses(2)).expect("sshd");
@@ -87,6 +91,7 @@ fn a_tarpit_host_costs_its_timeout_and_delays_no_other_host() {
     let credentials = json!({"username": user.name, "private_key_file": user.private_key});
     let mut hosts = vec![
         json!({"id": "tarpit", "address": "127.0.0.1", "port": tarpit_port, "protocol": "ssh", "credentials": credentials}),
+        json!({"id": "panics", "protocol": "local"}),
     ];
     for (i, address) in sshd.addresses().iter().enumerate() {
         hosts.push(json!({"id": format!("real-{i}"), "address": address.to_string(), "port": sshd.port(), "protocol": "ssh", "credentials": credentials}));
@@ -99,7 +104,12 @@ fn a_tarpit_host_costs_its_timeout_and_delays_no_other_host() {
         dir.path().join("state").display()
     );
     let started = Instant::now();
-    let (code, stderr, results) = once(dir.path(), &config, &json!({ "hosts": hosts }));
+    let (code, stderr, results) = once_with_env(
+        dir.path(),
+        &config,
+        &json!({ "hosts": hosts }),
+        &[("LUUMEN_FAULT_PANIC_HOSTS", "panics")],
+    );
     let wall = started.elapsed();
     assert_eq!(code, Some(1), "{stderr}");
     let by_id = |id: &str| {
@@ -108,6 +118,14 @@ fn a_tarpit_host_costs_its_timeout_and_delays_no_other_host() {
             .find(|r| r["host"]["id"] == id)
             .expect("result")
     };
+    let panicked = by_id("panics");
+    assert_eq!(panicked["status"], "error", "{panicked:#}");
+    let message = panicked["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("collector stopped unexpectedly"),
+        "{panicked:#}"
+    );
+    assert!(stderr.contains("Host actor restarted."), "{stderr}");
     let tarpit_result = by_id("tarpit");
     assert_eq!(tarpit_result["status"], "timeout", "{tarpit_result:#}");
     let tarpit_ms = tarpit_result["duration_ms"].as_u64().unwrap_or(u64::MAX);
@@ -295,4 +313,143 @@ fn sigterm_mid_cycle_with_the_api_down_exits_in_time_and_keeps_every_finished_re
         "nothing finished is lost: {stderr}"
     );
     eprintln!("stop time after SIGTERM mid-cycle: {stop_time:?}");
+}
+
+/// A pseudo-random number in `0..n` (xorshift, seeded from the clock; the seed is printed so a
+/// failing run can be reasoned about).
+fn next_random(state: &mut u64, n: u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state % n
+}
+
+/// `(host, collected_at)` of every result the agent logged as spooled (durable).
+fn spooled_results(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|v| {
+            v["fields"]["message"] == "Result spooled." || v["message"] == "Result spooled."
+        })
+        .map(|v| {
+            let fields = if v["fields"].is_object() {
+                &v["fields"]
+            } else {
+                &v
+            };
+            (
+                fields["host"].as_str().unwrap_or("").to_owned(),
+                fields["collected_at"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_nothing_spooled_and_stores_each_result_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(200);
+    let config_path = dir.path().join("config.yaml");
+    let config = format!(
+        "api: {{ base_url: '{}', api_key: k }}\nstate_dir: '{}'\nbatch: {{ max_results: 2, max_wait_seconds: 1 }}\n",
+        receiver.base_url(),
+        dir.path().join("state").display()
+    );
+    std::fs::write(&config_path, &config).expect("write config");
+    let hosts: Vec<Value> = (1..=5)
+        .map(|n| json!({"id": format!("local-{n}"), "protocol": "local"}))
+        .collect();
+    let inventory = dir.path().join("inventory.json");
+    std::fs::write(
+        &inventory,
+        json!({"schedule": {"interval_seconds": 1, "splay_seconds": 0}, "hosts": hosts})
+            .to_string(),
+    )
+    .expect("write inventory");
+
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    eprintln!("seed {seed}");
+    let mut spooled = Vec::new();
+    let kills = 10;
+    for round in 0..kills {
+        let log_path = dir.path().join(format!("agent-{round}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut child = std::process::Command::new(luumen_integration::agent_bin())
+            .args(["run", "--config", config_path.to_str().expect("utf-8")])
+            .args(["--inventory", inventory.to_str().expect("utf-8")])
+            .env("RUST_LOG", "info,luumen_actors::reporter=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("agent starts");
+        let wait = Duration::from_millis(200 + next_random(&mut seed, 2300));
+        std::thread::sleep(wait);
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        spooled.extend(spooled_results(
+            &std::fs::read_to_string(&log_path).unwrap_or_default(),
+        ));
+    }
+    // A last, clean start with no hosts delivers whatever the spool still holds.
+    let (code, stderr, _) = once(dir.path(), &config, &json!({ "hosts": [] }));
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // What the API would store: each batch_id once (it de-duplicates by batch_id). A batch sent
+    // again must be the same batch; no result may be in two different batches.
+    let mut batches: std::collections::BTreeMap<String, Vec<(String, String)>> =
+        std::collections::BTreeMap::new();
+    let mut posts = 0;
+    for request in receiver.requests_to("POST", "/reports") {
+        let Ok(batch) = request.json() else { continue };
+        posts += 1;
+        let results: Vec<(String, String)> = batch["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| {
+                (
+                    r["host"]["id"].as_str().unwrap_or("").to_owned(),
+                    r["collected_at"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        let id = batch["batch_id"].as_str().expect("batch_id").to_owned();
+        if let Some(earlier) = batches.get(&id) {
+            assert_eq!(
+                earlier, &results,
+                "batch {id} sent again with other results"
+            );
+        }
+        batches.insert(id, results);
+    }
+    let mut stored: Vec<(String, String)> = batches.values().flatten().cloned().collect();
+    stored.sort();
+    let total = stored.len();
+    stored.dedup();
+    assert_eq!(total, stored.len(), "a result was stored twice");
+    let missing: Vec<_> = spooled
+        .iter()
+        .filter(|r| stored.binary_search(r).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "spooled results never delivered: {missing:?}"
+    );
+    assert!(
+        spooled.len() >= 5,
+        "the runs produced results: {}",
+        spooled.len()
+    );
+    eprintln!(
+        "kill -9 x{kills}: {} results spooled, {} stored, {} batches stored, {} posts",
+        spooled.len(),
+        stored.len(),
+        batches.len(),
+        posts
+    );
 }
