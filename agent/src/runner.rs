@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use luumen_actors::host::Peers;
 use luumen_actors::protocol::ProtocolActor;
 use luumen_actors::reporter::output::NdjsonOutput;
 use luumen_actors::reporter::retry::RetryPolicy;
-use luumen_actors::reporter::{DeliveryReport, Flush, Reporter, ReporterConfig};
+use luumen_actors::reporter::{DeliveryReport, Flush, Reconfigure, Reporter, ReporterConfig};
 use luumen_actors::spool::{Spool, SpoolLimits};
 use luumen_actors::supervisor::{
     CycleSummary, Ping, RunCycle, StartSchedule, StopSchedule, Supervisor, UpdateHosts,
@@ -294,16 +294,72 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 /// Time the last send gets after SIGTERM (everything is in the spool before it starts).
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
 
-/// Re-reads config.yaml and the host list (file or API) for a reload.
+/// What a reload read: the hosts and schedule, and config.yaml.
+struct Reloaded {
+    specs: Vec<HostSpec>,
+    interval: Duration,
+    splay: Duration,
+    local: Option<LocalConfig>,
+    /// A new API client, when config.yaml's `api` block changed.
+    api: Option<ApiClient>,
+}
+
+/// The `api` block's identity, secret included (compared in memory only, never logged).
+fn api_identity(config: &LocalConfig) -> (String, String, Option<PathBuf>, u64) {
+    use secrecy::ExposeSecret;
+    (
+        config.api.base_url.clone(),
+        config.api.api_key.expose_secret().to_owned(),
+        config.api.ca_file.clone(),
+        config.api.request_timeout_seconds,
+    )
+}
+
+/// The config.yaml settings a reload cannot apply (they shape the process: pools, spool, log
+/// files, listeners, Vault login), by name, when they changed.
+fn restart_only_changes(old: &LocalConfig, new: &LocalConfig) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |name: &'static str, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check("agent_id", old.agent_id != new.agent_id);
+    check(
+        "max_concurrency",
+        old.max_concurrency != new.max_concurrency,
+    );
+    check("state_dir", old.state_dir != new.state_dir);
+    check("spool", old.spool != new.spool);
+    check("log_dir", old.log_dir != new.log_dir);
+    check(
+        "log_retention_days",
+        old.log_retention_days != new.log_retention_days,
+    );
+    check("metrics_listen", old.metrics_listen != new.metrics_listen);
+    check(
+        "vault",
+        format!("{:?}", old.vault) != format!("{:?}", new.vault),
+    );
+    changed
+}
+
+/// Re-reads config.yaml and the host list (file or API) for a reload. The remote config is
+/// fetched from the new `api` block when it changed.
 async fn reload(
     args: &RunArgs,
+    current: Option<&LocalConfig>,
     api: Option<&ApiClient>,
-) -> anyhow::Result<(Vec<HostSpec>, Duration, Duration)> {
+) -> anyhow::Result<Reloaded> {
     let local = match &args.config {
         Some(path) => Some(config::load_local(path)?),
         None => None,
     };
-    let inventory = match (&args.inventory, api) {
+    let new_api = match (&local, current) {
+        (Some(new), Some(old)) if api_identity(new) != api_identity(old) => Some(api_client(new)?),
+        _ => None,
+    };
+    let inventory = match (&args.inventory, new_api.as_ref().or(api)) {
         (Some(path), _) => config::load_inventory(path)?,
         (None, Some(api)) => {
             let body = api
@@ -316,12 +372,13 @@ async fn reload(
     };
     let timeouts = local.as_ref().map(|c| c.timeouts).unwrap_or_default();
     let ssh = ssh_settings(local.as_ref(), args.state_dir.as_deref());
-    let interval = Duration::from_secs(inventory.schedule.interval_seconds);
-    Ok((
-        HostSpec::from_inventory(&inventory, &timeouts, &ssh),
-        interval,
-        inventory.schedule.splay(),
-    ))
+    Ok(Reloaded {
+        specs: HostSpec::from_inventory(&inventory, &timeouts, &ssh),
+        interval: Duration::from_secs(inventory.schedule.interval_seconds),
+        splay: inventory.schedule.splay(),
+        local,
+        api: new_api,
+    })
 }
 
 /// `luumen-agent run`: collect on the schedule; SIGHUP reloads, SIGTERM/SIGINT stop.
@@ -337,7 +394,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if let Some(address) = &setup.metrics_listen {
             service::serve_metrics(address)?;
         }
-        let api = setup.api.clone();
+        let mut api = setup.api.clone();
+        // What config.yaml said at start, to tell what a reload changed.
+        let mut local = match &args.config {
+            Some(path) => config::load_local(path).ok(),
+            None => None,
+        };
         let mut interval = Duration::from_secs(setup.inventory.schedule.interval_seconds);
         let mut splay = setup.inventory.schedule.splay();
         let (supervisor, reporter, _api_url, _renewal) = start_actors(setup);
@@ -348,12 +410,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 _ = hangup.recv() => {
                     service::reloading();
-                    match reload(&args, api.as_ref()).await {
-                        Ok((specs, new_interval, new_splay)) => {
-                            let changes = supervisor.send(UpdateHosts(specs)).await.context("the supervisor stopped")?;
-                            if (new_interval, new_splay) != (interval, splay) {
-                                (interval, splay) = (new_interval, new_splay);
+                    match reload(&args, local.as_ref(), api.as_ref()).await {
+                        Ok(reloaded) => {
+                            let changes = supervisor.send(UpdateHosts(reloaded.specs)).await.context("the supervisor stopped")?;
+                            if (reloaded.interval, reloaded.splay) != (interval, splay) {
+                                (interval, splay) = (reloaded.interval, reloaded.splay);
                                 supervisor.do_send(StartSchedule { interval, splay });
+                            }
+                            let batch = reloaded.local.as_ref().map(|c| c.batch).filter(|b| local.as_ref().is_some_and(|old| old.batch != *b));
+                            let api_changed = reloaded.api.is_some();
+                            if api_changed || batch.is_some() {
+                                reporter.do_send(Reconfigure { api: reloaded.api.clone(), batch });
+                            }
+                            if let Some(new_api) = reloaded.api {
+                                api = Some(new_api);
+                            }
+                            if let (Some(old), Some(new)) = (&local, &reloaded.local) {
+                                let pending = restart_only_changes(old, new);
+                                if !pending.is_empty() {
+                                    tracing::warn!(
+                                        message = "Some config.yaml changes take effect only after a restart; the running values stay in force.",
+                                        settings = ?pending,
+                                    );
+                                }
+                            }
+                            if reloaded.local.is_some() {
+                                local = reloaded.local;
                             }
                             tracing::info!(
                                 message = "Configuration reloaded.",
@@ -361,6 +443,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                                 removed = changes.removed.len(),
                                 changed = changes.changed.len(),
                                 interval_seconds = interval.as_secs(),
+                                api_changed,
+                                batch_changed = batch.is_some(),
                             );
                         }
                         Err(error) => tracing::error!(

@@ -418,3 +418,59 @@ fn a_full_spool_skips_cycles_or_keeps_collecting_as_configured() {
     assert!(!log.contains("Spool full: this cycle is skipped"), "{log}");
     assert!(collected >= 3, "cycles go on: {collected}");
 }
+
+/// A reload that points `api` elsewhere sends from then on to the new endpoint (waiting batches
+/// included); settings that shape the process are named in a warning and stay as they were.
+#[test]
+fn a_reload_moves_reports_to_the_new_api_and_names_restart_only_settings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = luumen_integration::Receiver::start(200);
+    let second = luumen_integration::Receiver::start(200);
+    let inventory = dir.path().join("inventory.json");
+    write_inventory(&inventory, &["a"]);
+    let batch = "batch: { max_results: 1, max_wait_seconds: 1 }\n";
+    let config = write_config(dir.path(), &first, batch);
+    let log_path = dir.path().join("agent.log");
+    let mut child = Command::new(luumen_integration::agent_bin())
+        .args(["run", "--config", config.to_str().expect("utf-8")])
+        .args(["--inventory", inventory.to_str().expect("utf-8")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("agent starts");
+    let posts = |r: &luumen_integration::Receiver| r.requests_to("POST", "/reports").len();
+    assert!(
+        wait_until(Duration::from_secs(20), || posts(&first) >= 1),
+        "reports go to the first API: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    write_config(
+        dir.path(),
+        &second,
+        &format!("{batch}metrics_listen: '127.0.0.1:0'\nmax_concurrency: 3\n"),
+    );
+    signal(&child, libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(20), || posts(&second) >= 2),
+        "reports go to the new API after the reload: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    signal(&child, libc::SIGTERM);
+    assert!(wait_until(Duration::from_secs(30), || child
+        .try_wait()
+        .expect("wait")
+        .is_some()));
+    assert_eq!(child.wait().expect("status").code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("take effect only after a restart"))
+        .unwrap_or_else(|| panic!("restart-only settings named: {log}"));
+    assert!(
+        warning.contains("metrics_listen") && warning.contains("max_concurrency"),
+        "{warning}"
+    );
+    assert!(!warning.contains("\"api\""), "api was applied: {warning}");
+    assert!(log.contains("API endpoint changed by a reload."), "{log}");
+}

@@ -32,6 +32,17 @@ pub struct Flush;
 #[rtype(result = "bool")]
 pub struct IsFull;
 
+/// A reload changed config.yaml's `api` or `batch`: use these from now on. Batches already
+/// sealed keep their ids and bodies and go to the new endpoint.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure {
+    /// The new API client, when `api` changed.
+    pub api: Option<ApiClient>,
+    /// The new batch limits, when `batch` changed.
+    pub batch: Option<BatchConfig>,
+}
+
 /// What the Reporter has done since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
@@ -365,6 +376,25 @@ impl Handler<Report> for Reporter {
                     act.seal_now(ctx);
                 }
             });
+        }
+    }
+}
+
+impl Handler<Reconfigure> for Reporter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) {
+        if let Some(batch) = msg.batch {
+            self.batcher.set_limits(batch);
+            self.max_wait = Duration::from_secs(batch.max_wait_seconds);
+        }
+        if let Some(api) = msg.api {
+            tracing::info!(message = "API endpoint changed by a reload.", base_url = %api.base_url());
+            self.api = Some(api);
+            self.failures = 0;
+            // Try the new endpoint at once rather than after the old one's backoff.
+            self.cancel_retry(ctx);
+            self.pump(ctx);
         }
     }
 }

@@ -73,6 +73,11 @@ impl Batcher {
         sealed
     }
 
+    /// New limits, from the next result on (a reload).
+    pub fn set_limits(&mut self, limits: BatchConfig) {
+        self.limits = limits;
+    }
+
     /// Whether no result is waiting.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()

@@ -14,4 +14,4 @@ pub mod outbox;
 pub mod output;
 pub mod retry;
 
-pub use actor::{DeliveryReport, Flush, IsFull, Report, Reporter, ReporterConfig};
+pub use actor::{DeliveryReport, Flush, IsFull, Reconfigure, Report, Reporter, ReporterConfig};
