@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! luumen-simfleet --addresses FILE --port P [--empty-port P2] --host-key FILE \
-//!     --authorized-key FILE.pub [--password-file FILE] --script linux.sh [--no-sudo] [--threads N]
+//!     --authorized-key FILE.pub [--password-file FILE] --script linux.sh [--no-sudo] [--rtt-ms MS]
+//!     [--threads N]
 //! ```
 //! Listens on port P (canned answers) and P2 (empty answers) of every address of FILE (one IPv4
 //! address per line), prints one `simfleet: listening ...` line on stdout once every listener is
@@ -46,6 +47,10 @@ struct Args {
     /// Record the template with `LUUMEN_SUDO=0` instead of 1.
     #[arg(long)]
     no_sudo: bool,
+    /// Simulated network round trip (ms): each connection waits one RTT before the banner and
+    /// every byte sent leaves one RTT late (see `server::accept_loop`). 0 = loopback as is.
+    #[arg(long, default_value_t = 0)]
+    rtt_ms: u64,
     /// Worker threads of the tokio runtime.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -126,12 +131,14 @@ async fn serve(args: Args) -> Result<()> {
                 listener,
                 config.clone(),
                 shared.clone(),
+                std::time::Duration::from_millis(args.rtt_ms),
             )));
         }
     }
     println!(
-        "simfleet: listening on {} addresses, port {} (canned: {out_bytes} bytes stdout, {err_bytes} bytes stderr, {sections} sections){}",
+        "simfleet: listening on {} addresses, rtt {} ms, port {} (canned: {out_bytes} bytes stdout, {err_bytes} bytes stderr, {sections} sections){}",
         addresses.len(),
+        args.rtt_ms,
         args.port,
         args.empty_port
             .map(|p| format!(", port {p} (empty answers)"))

@@ -5,15 +5,22 @@
 //! the channel until EOF, then the canned answer with the script's marker on stdout and stderr,
 //! exit status 0, EOF and close. Everything runs as tasks of one tokio runtime.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use russh::keys::{PrivateKey, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::canned::{script_marker, Canned};
 
@@ -68,10 +75,16 @@ pub fn config(host_key: PrivateKey, password: bool) -> russh::server::Config {
 }
 
 /// Accepts connections on `listener` until the task is dropped; each one runs as its own task.
+///
+/// With a non-zero `rtt`, the network's round trip is simulated here: a new connection waits
+/// one `rtt` before the server says anything (the TCP handshake's round trip) and every byte the
+/// server writes leaves `rtt` later (the whole round trip lumped on the server-to-client
+/// direction), so each request/response exchange of the protocol costs one `rtt`.
 pub async fn accept_loop(
     listener: TcpListener,
     config: Arc<russh::server::Config>,
     shared: Arc<Shared>,
+    rtt: Duration,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -88,9 +101,17 @@ pub async fn accept_loop(
         let shared = shared.clone();
         tokio::spawn(async move {
             let handler = Connection::new(shared.clone(), peer);
-            let result = match russh::server::run_stream(config, stream, handler).await {
-                Ok(session) => session.await,
-                Err(e) => Err(e),
+            let result = if rtt.is_zero() {
+                match russh::server::run_stream(config, stream, handler).await {
+                    Ok(session) => session.await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                tokio::time::sleep(rtt).await;
+                match russh::server::run_stream(config, Delayed::new(stream, rtt), handler).await {
+                    Ok(session) => session.await,
+                    Err(e) => Err(e),
+                }
             };
             if result.is_err() {
                 shared.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -240,5 +261,64 @@ impl Connection {
             .authorized_key
             .as_ref()
             .is_some_and(|k| k.key_data() == key.key_data())
+    }
+}
+
+/// A TCP stream whose writes reach the peer `delay` after they were made: reads pass through,
+/// writes are queued with their due time to a task that owns the write half and sends them in
+/// order. Dropping the stream lets the task send what is queued, then close the write side.
+pub struct Delayed {
+    read: OwnedReadHalf,
+    queue: mpsc::UnboundedSender<(Instant, Vec<u8>)>,
+    delay: Duration,
+}
+
+impl Delayed {
+    /// Wraps `stream`; spawns its writer task on the current runtime.
+    pub fn new(stream: TcpStream, delay: Duration) -> Delayed {
+        let (read, mut write) = stream.into_split();
+        let (queue, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+        tokio::spawn(async move {
+            while let Some((at, bytes)) = due.recv().await {
+                tokio::time::sleep_until(at).await;
+                if write.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        Delayed { read, queue, delay }
+    }
+}
+
+impl AsyncRead for Delayed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Delayed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let at = Instant::now() + self.delay;
+        match self.queue.send((at, buf.to_vec())) {
+            Ok(()) => Poll::Ready(Ok(buf.len())),
+            Err(_) => Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
