@@ -10,7 +10,7 @@ use luumen_properties::Properties;
 use luumen_protocols::ErrorKind as TransportKind;
 use luumen_schemas::report::{HostResult, ResultError, Status};
 
-use crate::collector::{CollectorActor, ParseLinux};
+use crate::collector::{CollectorActor, ParseLinux, ParseWindows};
 use crate::protocol::{ExecFailure, Execute, ProtocolActor};
 use crate::reporter::{Report, Reporter};
 use crate::spec::HostSpec;
@@ -169,33 +169,50 @@ impl Handler<Collect> for HostActor {
         let spec = self.spec.clone();
         let peers = self.peers.clone();
         let work = async move {
-            let plan = Plan::linux(
-                &PlanOptions {
-                    use_sudo: spec.use_sudo,
-                },
-                uuid::Uuid::new_v4().as_u128(),
-            );
             let target = match resolve_vault(&spec, peers.vault.as_ref()).await {
                 Ok(target) => target,
                 Err(message) => return credential_failure(message),
             };
+            // Windows hosts run the PowerShell catalogue, every other host the Linux plan.
+            let plan = match &target {
+                crate::Target::Winrm(_) => None,
+                _ => Some(Plan::linux(
+                    &PlanOptions {
+                        use_sudo: spec.use_sudo,
+                    },
+                    uuid::Uuid::new_v4().as_u128(),
+                )),
+            };
+            let (command, script) = match &plan {
+                Some(plan) => (plan.command(), plan.script()),
+                None => ("powershell", luumen_properties::windows::script()),
+            };
             let execute = Execute {
                 host_id: spec.host.id.clone(),
                 target,
-                command: plan.command(),
-                stdin: plan.script().as_bytes().to_vec(),
+                command,
+                stdin: script.as_bytes().to_vec(),
                 limits: spec.limits,
             };
             match peers.protocol.send(execute).await {
                 Err(mailbox) => broken(format!("protocol pool unavailable: {mailbox}")),
                 Ok(Err(failure)) => failed(&failure),
                 Ok(Ok(output)) => {
-                    let parse = ParseLinux {
-                        host_id: spec.host.id.clone(),
-                        plan,
-                        output,
+                    let host_id = spec.host.id.clone();
+                    let parsed = match plan {
+                        Some(plan) => {
+                            peers
+                                .collector
+                                .send(ParseLinux {
+                                    host_id,
+                                    plan,
+                                    output,
+                                })
+                                .await
+                        }
+                        None => peers.collector.send(ParseWindows { host_id, output }).await,
                     };
-                    match peers.collector.send(parse).await {
+                    match parsed {
                         Err(mailbox) => broken(format!("collector pool unavailable: {mailbox}")),
                         Ok(collected) => {
                             let errors: Vec<ResultError> = collected
@@ -257,8 +274,7 @@ async fn resolve_vault(
     spec: &HostSpec,
     vault: Option<&crate::vault::VaultClient>,
 ) -> Result<crate::Target, String> {
-    let (Some(credentials), crate::Target::Ssh(target)) = (&spec.vault_credentials, &spec.target)
-    else {
+    let Some(credentials) = &spec.vault_credentials else {
         return Ok(spec.target.clone());
     };
     let Some(vault) = vault else {
@@ -271,11 +287,28 @@ async fn resolve_vault(
     crate::vault::resolve_credentials(vault, &mut resolved)
         .await
         .map_err(|e| format!("host {}: {e}", spec.host.id))?;
-    let mut target = target.clone();
-    target.username = resolved.username.clone();
-    target.auth = crate::spec::ssh_auth(&resolved)
-        .map_err(|missing| format!("host {}: credentials from Vault {missing}", spec.host.id))?;
-    Ok(crate::Target::Ssh(target))
+    match &spec.target {
+        crate::Target::Ssh(target) => {
+            let mut target = target.clone();
+            target.username = resolved.username.clone();
+            target.auth = crate::spec::ssh_auth(&resolved).map_err(|missing| {
+                format!("host {}: credentials from Vault {missing}", spec.host.id)
+            })?;
+            Ok(crate::Target::Ssh(target))
+        }
+        crate::Target::Winrm(target) => {
+            let mut target = target.clone();
+            target.username = resolved.username.clone();
+            target.password = resolved.password.clone().ok_or_else(|| {
+                format!(
+                    "host {}: credentials from Vault have no password (winrm needs one)",
+                    spec.host.id
+                )
+            })?;
+            Ok(crate::Target::Winrm(target))
+        }
+        other => Ok(other.clone()),
+    }
 }
 
 /// Credentials that could not be had (e.g. a Vault 403/404): not retried within the cycle.
@@ -324,7 +357,10 @@ fn failed(failure: &ExecFailure) -> Outcome {
             TransportKind::HostKeyUnknown { .. } => "host_key_unknown",
             TransportKind::HostKeyStore { .. } => "known_hosts",
             TransportKind::OutputTooLarge { .. } => "output_too_large",
-            TransportKind::Ssh { .. } => "protocol",
+            TransportKind::Ssh { .. } | TransportKind::WinRm { .. } => "protocol",
+            TransportKind::WsManFault { .. } => "winrm_fault",
+            TransportKind::Certificate { .. } => "certificate",
+            TransportKind::Settings { .. } => "settings",
             TransportKind::Local(_) => "local_exec",
             _ => status.as_str(),
         },

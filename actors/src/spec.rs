@@ -109,7 +109,7 @@ impl HostSpec {
         };
         let use_sudo = credentials.is_none_or(|c| c.sudo);
         let vault_credentials = credentials
-            .filter(|c| entry.protocol == Protocol::Ssh && crate::vault::uses_vault(c))
+            .filter(|c| entry.protocol != Protocol::Local && crate::vault::uses_vault(c))
             .cloned();
         let target = match entry.protocol {
             Protocol::Local => Target::Local,
@@ -166,12 +166,6 @@ fn winrm_target(
         .ok_or_else(|| format!("host {:?} has no address", entry.id))?;
     let credentials =
         credentials.ok_or_else(|| format!("host {:?} has no credentials", entry.id))?;
-    if crate::vault::uses_vault(credentials) {
-        return Err(format!(
-            "host {:?}: Vault references in the credentials of winrm hosts are not resolved by this build",
-            entry.id
-        ));
-    }
     let password = credentials.password.clone().ok_or_else(|| {
         format!(
             "credentials of host {:?} have no password (winrm needs one)",

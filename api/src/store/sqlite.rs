@@ -345,6 +345,9 @@ impl SqliteStore {
             tuned: p.tuned.clone(),
             cron: p.cron.clone(),
             services: p.services.clone(),
+            hotfixes: p.hotfixes.clone(),
+            // The latest process list is kept, but never compared (see `comparable`).
+            processes: p.processes.clone(),
         };
         let Value::Object(collected) = serde_json::to_value(&without_packages)? else {
             return Err(StoreError::Backend("properties are not an object".into()));
@@ -356,6 +359,10 @@ impl SqliteStore {
         if result.status.is_collected() {
             for (name, value) in collected {
                 let comparable = |v: &Value| {
+                    if name == "processes" {
+                        // Processes come and go every cycle: not a change worth an event.
+                        return Value::Null;
+                    }
                     let mut v = v.clone();
                     if let Some(os) = v.as_object_mut() {
                         if name == "os" {
