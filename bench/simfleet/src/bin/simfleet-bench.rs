@@ -102,6 +102,7 @@ fn main() -> Result<()> {
     fs::create_dir_all(&o.work).context("work dir")?;
     let work = fs::canonicalize(&o.work)?;
     let started_at = shell("date -u '+%Y-%m-%d %H:%M:%S UTC'");
+    let background = background_load();
 
     // The namespace first, while this process has a single thread: setns applies per thread.
     let netns = Netns::create(&format!("luumen-sim-{}", std::process::id()))?;
@@ -246,12 +247,12 @@ fn main() -> Result<()> {
     let _ = writeln!(report, "- date: {started_at}");
     let _ = writeln!(
         report,
-        "- machine: {} CPUs ({}), kernel {}, {} MiB RAM; background load before the run: {:.2} busy CPUs",
+        "- machine: {} CPUs ({}), kernel {}, {} MiB RAM; background load over 1 idle second before the runs: {:.2} busy CPUs (other processes share the 2 CPUs: wall times are inflated by them, the agent's CPU and RSS are its own)",
         shell("nproc"),
         shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'"),
         shell("uname -r"),
         shell("awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo"),
-        background_load()
+        background
     );
     let _ = writeln!(
         report,
@@ -321,7 +322,7 @@ impl Row {
 
 fn table(rows: &[Row], c: usize) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "| RTT ms | N | runs | t1 ms | bound s | cycle wall s | wall / bound | agent CPU s | agent CPU / host ms | agent peak RSS MiB | simulator CPU / host ms | machine CPU s | per-host median ms | per-host p99 ms | hosts ok | exit codes |");
+    let _ = writeln!(t, "| RTT ms | N | runs | t1 ms | bound s | cycle wall s | wall / bound | agent CPU s | agent CPU / host ms | agent peak RSS MiB | simulator CPU / host ms | machine CPU s | per-host median ms (incl. waiting for a slot) | per-host p99 ms | hosts ok | exit codes |");
     let _ = writeln!(
         t,
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
