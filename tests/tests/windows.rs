@@ -1,0 +1,231 @@
+//! Windows hosts with the real `luumen-agent` binary against the WinRM test server (which
+//! behaves like Windows; see tests/src/winrm.rs), beside Linux hosts on a real sshd.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use luumen_integration::winrm::{
+    Reply, Scenario, WinrmAuth, WinrmOptions, WinrmServer, WINRM_PASSWORD, WINRM_USER,
+};
+use luumen_integration::{
+    agent::workspace_dir, closed_port, ensure_test_users, require_root, SshdConfig, SshdHarness,
+};
+use serde_json::{json, Value};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A recorded-shape output of the Windows catalogue script (test data of the properties crate),
+/// without its `#!source:` header lines: exactly what stdout carries.
+fn canned_output(name: &str) -> String {
+    let path = workspace_dir()
+        .join("properties/testdata/windows")
+        .join(name);
+    let text = std::fs::read_to_string(&path).expect("windows test output");
+    text.lines()
+        .filter(|l| !l.starts_with("#!source:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `luumen-agent once` over `hosts` (with `dir/config.yaml` when there is one), results as
+/// NDJSON values.
+fn once(dir: &Path, hosts: Value) -> (Option<i32>, String, Vec<Value>) {
+    let inventory = dir.join("inventory.json");
+    std::fs::write(&inventory, json!({ "hosts": hosts }).to_string()).expect("inventory");
+    let output = dir.join("out.ndjson");
+    let mut command = std::process::Command::new(luumen_integration::agent_bin());
+    command
+        .args(["once", "--inventory", inventory.to_str().expect("utf-8")])
+        .args(["--output", output.to_str().expect("utf-8")])
+        .args(["--state-dir", dir.join("state").to_str().expect("utf-8")]);
+    let config = dir.join("config.yaml");
+    if config.exists() {
+        command.args(["--config", config.to_str().expect("utf-8")]);
+    }
+    let out = luumen_integration::run_command(command, TIMEOUT);
+    let results = std::fs::read_to_string(&output)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        results,
+    )
+}
+
+fn by_id<'a>(results: &'a [Value], id: &str) -> &'a Value {
+    results
+        .iter()
+        .find(|r| r["host"]["id"] == id)
+        .unwrap_or_else(|| panic!("no result for {id}: {results:#?}"))
+}
+
+fn windows_host(id: &str, server: &WinrmServer, winrm: Value, password: &str) -> Value {
+    json!({
+        "id": id, "address": "127.0.0.1", "port": server.port(), "protocol": "winrm",
+        "credentials": {"username": WINRM_USER, "password": password},
+        "winrm": winrm,
+    })
+}
+
+#[test]
+fn a_mixed_fleet_of_linux_and_windows_hosts_is_collected_in_one_run() {
+    require_root();
+    ensure_test_users();
+    let sshd = SshdHarness::start(SshdConfig::with_addresses(1)).expect("sshd");
+    let user = sshd.sudo_user();
+    // Basic over HTTPS, the certificate pinned; the output arrives after two Receive timeouts,
+    // in several chunks.
+    let https = WinrmServer::start(WinrmOptions {
+        auth: WinrmAuth::Basic,
+        tls: true,
+        scenario: Scenario::reply(
+            Reply::stdout(canned_output("server-2022-datacenter.json"))
+                .timeouts(2)
+                .chunks(4096, 2),
+        ),
+        ..WinrmOptions::default()
+    });
+    // NTLM over plain HTTP, message encryption required (the Windows default).
+    let ntlm = WinrmServer::start(WinrmOptions {
+        auth: WinrmAuth::Ntlm,
+        tls: false,
+        scenario: Scenario::reply(Reply::stdout(canned_output("windows-11-pro-22h2.json"))),
+        ..WinrmOptions::default()
+    });
+    let pin = https.cert_sha256().expect("pin").to_owned();
+    let hosts = json!([
+        {"id": "linux", "address": sshd.addresses()[0].to_string(), "port": sshd.port(),
+         "protocol": "ssh",
+         "credentials": {"username": user.name, "private_key_file": user.private_key}},
+        windows_host("win-https", &https,
+            json!({"transport": "https", "auth": "basic", "cert_sha256": pin}), WINRM_PASSWORD),
+        windows_host("win-ntlm", &ntlm, json!({"transport": "http", "auth": "ntlm"}), WINRM_PASSWORD),
+    ]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, stderr, results) = once(dir.path(), hosts);
+    assert_eq!(code, Some(0), "{stderr}\n{results:#?}");
+
+    let linux = by_id(&results, "linux");
+    assert_eq!(linux["properties"]["os"]["family"], "linux", "{linux:#}");
+    for (id, server, caption) in [
+        ("win-https", &https, "Server 2022"),
+        ("win-ntlm", &ntlm, "Windows 11"),
+    ] {
+        let host = by_id(&results, id);
+        assert_eq!(host["status"], "ok", "{host:#}");
+        let properties = &host["properties"];
+        assert_eq!(properties["os"]["family"], "windows", "{host:#}");
+        assert!(
+            properties["os"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .contains(caption),
+            "{:#}",
+            properties["os"]
+        );
+        let packages = properties["packages"].as_array().expect("packages");
+        assert!(!packages.is_empty());
+        assert!(packages.iter().all(|p| p["manager"] == "registry"));
+        assert!(properties["services"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()));
+        assert!(properties["hardware"]["memory_bytes"].as_u64().unwrap_or(0) > 0);
+        // One shell, one script: the agent's own catalogue, sent as it is.
+        assert_eq!(server.shells_created(), 1, "{id}");
+        let scripts = server.scripts();
+        assert_eq!(scripts.len(), 1, "{id}: {scripts:?}");
+        assert!(
+            scripts[0].contains("ConvertTo-Json"),
+            "{id}: {}",
+            scripts[0]
+        );
+    }
+    // Every NTLM request after the handshake was sealed.
+    let requests = ntlm.requests();
+    assert!(requests.iter().any(|r| r.encrypted));
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.status == Some(200) && r.action.is_some())
+            .all(|r| r.encrypted),
+        "{requests:#?}"
+    );
+    assert!(!stderr.contains(WINRM_PASSWORD), "no password in the logs");
+}
+
+#[test]
+fn windows_failures_map_to_the_same_statuses_as_ssh() {
+    let good = WinrmServer::start(WinrmOptions {
+        auth: WinrmAuth::Ntlm,
+        scenario: Scenario::reply(Reply::stdout(canned_output("server-2022-datacenter.json"))),
+        ..WinrmOptions::default()
+    });
+    let clixml = "#< CLIXML\r\n<Objs Version=\"1.1.0.1\" xmlns=\"http://schemas.microsoft.com/powershell/2004/04\"><S S=\"Error\">Get-CimInstance : Access denied _x000D__x000A_</S><S S=\"Error\">At line:1 char:1_x000D__x000A_</S></Objs>";
+    let failing = WinrmServer::start(WinrmOptions {
+        auth: WinrmAuth::Basic,
+        tls: true,
+        scenario: Scenario::reply(Reply::stderr(clixml).exit_code(1)),
+        ..WinrmOptions::default()
+    });
+    let tarpit = WinrmServer::start(WinrmOptions {
+        auth: WinrmAuth::Basic,
+        tls: true,
+        scenario: Scenario::tarpit(),
+        ..WinrmOptions::default()
+    });
+    let closed = closed_port(Ipv4Addr::LOCALHOST);
+    let https = |server: &WinrmServer| json!({"transport": "https", "auth": "basic", "cert_sha256": server.cert_sha256().expect("pin")});
+    let hosts = json!([
+        windows_host("wrong-password", &good, json!({"auth": "ntlm"}), "not the password"),
+        {"id": "closed", "address": "127.0.0.1", "port": closed, "protocol": "winrm",
+         "credentials": {"username": WINRM_USER, "password": WINRM_PASSWORD}},
+        windows_host("clixml", &failing, https(&failing), WINRM_PASSWORD),
+        windows_host("tarpit", &tarpit, https(&tarpit), WINRM_PASSWORD),
+    ]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = luumen_integration::Receiver::start(200);
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            "api: {{ base_url: '{}', api_key: k }}\ntimeouts: {{ connect_seconds: 2, host_seconds: 4 }}\n",
+            receiver.base_url()
+        ),
+    )
+    .expect("config");
+    let started = std::time::Instant::now();
+    let (code, stderr, results) = once(dir.path(), hosts);
+    let wall = started.elapsed();
+    assert_eq!(code, Some(1), "{stderr}");
+    let status = |id: &str| {
+        by_id(&results, id)["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(status("wrong-password"), "auth_failed");
+    assert_eq!(status("closed"), "unreachable");
+    assert_eq!(status("tarpit"), "timeout");
+    let tarpit_ms = by_id(&results, "tarpit")["duration_ms"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        (3_900..6_000).contains(&tarpit_ms),
+        "the tarpit costs its 4 s limit: {tarpit_ms} ms"
+    );
+    assert!(wall < Duration::from_secs(20), "{wall:?}");
+    let clixml_result = by_id(&results, "clixml");
+    assert_eq!(clixml_result["status"], "error", "{clixml_result:#}");
+    let message = clixml_result["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("Access denied")
+            && !message.contains("_x000D_")
+            && !message.contains("<Objs"),
+        "CLIXML decoded into readable text: {message}"
+    );
+    assert_eq!(good.shells_created(), 0, "no shell with a wrong password");
+    assert!(!stderr.contains(WINRM_PASSWORD) && !stderr.contains("not the password"));
+}
