@@ -3,7 +3,11 @@
 //! Blocking from the caller's view: each calling thread owns a current-thread tokio runtime
 //! (created on first use, reused) on which the async client runs. winrm-rs 2.0.1 was seen to
 //! lose about 1 NTLM call in 6 to a connection-pool race on a multi-thread runtime and none on a
-//! current-thread one; 1.1.2 is the last release that builds on rustc 1.95.
+//! current-thread one; 1.1.2 is the last release that builds on rustc 1.95. It is vendored
+//! (`vendor/winrm-rs`, see its `LUUMEN-PATCHES.md`) with NTLM message encryption fixed: the
+//! handshake ends with an empty body and every SOAP message is sealed, the first included, as
+//! a default Windows host (`AllowUnencrypted = false`) requires; Windows' framing (no CRLF
+//! before the closing boundary) unseals; sealed faults (`w:TimedOut`) unseal.
 //!
 //! The script travels as `powershell.exe -NoProfile -NonInteractive -EncodedCommand <UTF-16LE
 //! base64>` when that command line stays under [`MAX_COMMAND_LINE`] characters; longer scripts
@@ -458,11 +462,10 @@ fn map_error(error: WinrmError, target: &WinrmTarget, stage: &'static str) -> Er
 }
 
 /// winrm-rs reports every unexpected HTTP status as `AuthFailed`; only a 401 (Basic) or a
-/// rejected NTLM authenticate message are refused credentials.
+/// rejected NTLM authenticate message are refused credentials (a 401 to a sealed request on an
+/// authenticated connection is not: the vendored winrm-rs words it differently).
 fn refused_credentials(message: &str) -> bool {
-    message.starts_with("HTTP 401")
-        || message.starts_with("NTLM authentication rejected")
-        || message.starts_with("NTLM session expired")
+    message.starts_with("HTTP 401") || message.starts_with("NTLM authentication rejected")
 }
 
 fn shorten(message: &str) -> String {
