@@ -60,15 +60,14 @@ impl ApiServer {
 
     /// Serves an existing data dir (keys left empty).
     pub fn serve(data_dir: &Path) -> ApiServer {
+        ApiServer::serve_at(data_dir, "127.0.0.1:0")
+    }
+
+    /// Serves an existing data dir on `listen` (e.g. the address an earlier server had, to
+    /// bring an API back after an outage). Keys left empty.
+    pub fn serve_at(data_dir: &Path, listen: &str) -> ApiServer {
         let mut child = Command::new(api_bin())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--data-dir",
-            ])
+            .args(["serve", "--listen", listen, "--workers", "2", "--data-dir"])
             .arg(data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -99,6 +98,18 @@ impl ApiServer {
             admin_key: String::new(),
             agent_key: String::new(),
         }
+    }
+}
+
+impl ApiServer {
+    /// The `host:port` it listens on.
+    pub fn listen_address(&self) -> String {
+        self.base_url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 

@@ -453,3 +453,163 @@ fn kill_9_at_random_moments_loses_nothing_spooled_and_stores_each_result_once() 
         posts
     );
 }
+
+/// Size of the spool's segment files and journal under `dir`.
+fn spool_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.ends_with(".seg") || name == "open.journal"
+                })
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The real luumen-api goes away for many cycles and comes back on the same address: every
+/// result the agent produced meanwhile is stored once, in the API's own database.
+#[test]
+fn a_long_api_outage_loses_nothing_and_stores_each_result_once() {
+    use luumen_integration::api_server::ApiServer;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("api-data");
+    let server = ApiServer::init_and_serve(&data);
+    let (admin_key, agent_key) = (server.admin_key.clone(), server.agent_key.clone());
+    let base_url = server.base_url.clone();
+    let listen = server.listen_address();
+    let client = reqwest::blocking::Client::new();
+    let admin = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut request = client
+            .request(method, format!("{base_url}{path}"))
+            .header("api-key", &admin_key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().expect("API answers");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().unwrap_or(Value::Null))
+    };
+    let ids = ["outage-1", "outage-2", "outage-3"];
+    for id in ids {
+        let (status, body) = admin(
+            reqwest::Method::POST,
+            "/hosts",
+            Some(json!({"id": id, "protocol": "local"})),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = admin(
+        reqwest::Method::PUT,
+        "/schedule",
+        Some(json!({"interval_seconds": 1})),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "api: {{ base_url: '{base_url}', api_key: '{agent_key}', request_timeout_seconds: 5 }}\nstate_dir: '{}'\nbatch: {{ max_results: 3, max_wait_seconds: 1 }}\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("write config");
+    let output = dir.path().join("out.ndjson");
+    let log_path = dir.path().join("agent.log");
+    let mut child = std::process::Command::new(luumen_integration::agent_bin())
+        .args(["run", "--config", config.to_str().expect("utf-8")])
+        .args(["--output", output.to_str().expect("utf-8")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("agent starts");
+    let produced = || {
+        std::fs::read_to_string(&output)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let wait = |limit: Duration, done: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !done() && started.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        done()
+    };
+    assert!(
+        wait(Duration::from_secs(20), &|| produced() >= 3),
+        "first cycle"
+    );
+    // The outage: the API process is gone for ~10 cycles.
+    drop(server);
+    let outage_started = Instant::now();
+    let before = produced();
+    assert!(
+        wait(Duration::from_secs(40), &|| produced() >= before + 30),
+        "cycles go on during the outage: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let outage = outage_started.elapsed();
+    let spool = dir.path().join("state/spool");
+    let spooled_bytes = spool_bytes(&spool);
+    let during_outage = produced() - before;
+    // The API is back where it was.
+    let _server = ApiServer::serve_at(&data, &listen);
+    let stored = |id: &str| -> Vec<String> {
+        let (status, page) = admin(
+            reqwest::Method::GET,
+            &format!("/hosts/{id}/history?limit=1000"),
+            None,
+        );
+        assert_eq!(status, 200, "{page}");
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|c| c["collected_at"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let all_stored = || ids.iter().map(|id| stored(id).len()).sum::<usize>();
+    // Catch up, then stop: whatever was produced until the stop must end up stored.
+    assert!(
+        wait(Duration::from_secs(60), &|| all_stored() + 3 >= produced()),
+        "the backlog is delivered after the outage"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(child.id()).expect("pid"), libc::SIGTERM) };
+    let stop_started = Instant::now();
+    let status = child.wait().expect("agent exits");
+    let stop_time = stop_started.elapsed();
+    assert_eq!(status.code(), Some(0));
+    let results: Vec<Value> = std::fs::read_to_string(&output)
+        .expect("output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    for id in ids {
+        let produced_here = results.iter().filter(|r| r["host"]["id"] == id).count();
+        let mut here = stored(id);
+        let total = here.len();
+        here.sort();
+        here.dedup();
+        assert_eq!(total, here.len(), "{id}: a result stored twice");
+        assert_eq!(
+            total, produced_here,
+            "{id}: every produced result stored (produced {produced_here}, stored {total})"
+        );
+    }
+    eprintln!(
+        "outage {:.1} s: {during_outage} results produced meanwhile, spool {spooled_bytes} bytes ({} bytes/result); {} produced, {} stored; stopped {:.2} s after SIGTERM",
+        outage.as_secs_f64(),
+        spooled_bytes / during_outage.max(1) as u64,
+        results.len(),
+        all_stored(),
+        stop_time.as_secs_f64(),
+    );
+}
