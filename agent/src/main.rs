@@ -6,6 +6,8 @@ mod doctor;
 mod logging;
 mod runner;
 mod service;
+#[cfg(windows)]
+mod windows_service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +47,7 @@ enum Command {
         format: doctor::Format,
     },
     /// Write a systemd unit for `run --config CONFIG` (default /etc/systemd/system/luumen-agent.service).
+    #[cfg(not(windows))]
     InstallService {
         /// The config.yaml the service runs with.
         #[arg(long, default_value = "/etc/luumen/config.yaml")]
@@ -56,6 +59,18 @@ enum Command {
         #[arg(long)]
         notify_reload: Option<bool>,
     },
+    /// Register the Windows service `luumen-agent` that runs `service --config CONFIG`, started
+    /// automatically and restarted on failure.
+    #[cfg(windows)]
+    InstallService {
+        /// The config.yaml the service runs with.
+        #[arg(long, default_value = r"C:\ProgramData\luumen\config.yaml")]
+        config: PathBuf,
+    },
+    /// Run as the Windows service: what the Service Control Manager starts. Like `run`, with
+    /// stop, shutdown and reload (ParamChange) coming from the SCM.
+    #[cfg(windows)]
+    Service(RunArgs),
     /// Check a config.yaml or an inventory file and exit 0 when it is valid.
     ValidateConfig {
         /// The file to check.
@@ -88,6 +103,7 @@ fn main() -> ExitCode {
     // First of all: a SIGHUP that arrives before `run` has installed its reload handler (or
     // during `once`) must not kill the process. `run` replaces this with its handler.
     // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    #[cfg(unix)]
     unsafe {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
@@ -98,11 +114,16 @@ fn main() -> ExitCode {
         Command::Once(args) => runner::once(args),
         Command::Run(args) => runner::run(args),
         Command::Doctor { run, host, format } => doctor::run(run, host, format),
+        #[cfg(not(windows))]
         Command::InstallService {
             config,
             unit,
             notify_reload,
         } => install_service(&config, &unit, notify_reload),
+        #[cfg(windows)]
+        Command::InstallService { config } => windows_service::install(&config),
+        #[cfg(windows)]
+        Command::Service(args) => windows_service::dispatch(args),
         Command::ValidateConfig { file, inventory } => config::validate_file(&file, inventory),
     };
     match outcome {
@@ -140,6 +161,7 @@ fn log_panics() {
 }
 
 /// Writes the unit file; paths come from config.yaml (state_dir, log_dir) when it can be read.
+#[cfg(not(windows))]
 fn install_service(
     config: &std::path::Path,
     unit: &std::path::Path,

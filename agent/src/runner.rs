@@ -27,7 +27,7 @@ use luumen_schemas::config::{
 use luumen_schemas::inventory::Inventory;
 use luumen_schemas::report::Status;
 use secrecy::SecretString;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 use crate::config;
 use crate::logging;
@@ -290,9 +290,84 @@ pub fn once(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Time a running cycle gets to finish after SIGTERM.
-const STOP_GRACE: Duration = Duration::from_secs(20);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(20);
 /// Time the last send gets after SIGTERM (everything is in the spool before it starts).
-const FLUSH_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+/// What the service manager asks of the `run` loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Re-read the configuration: SIGHUP, or the Windows SCM's ParamChange.
+    Reload,
+    /// Stop gracefully: SIGTERM or SIGINT, or the SCM's Stop or Shutdown.
+    Stop,
+}
+
+/// Where the `run` loop's controls come from.
+pub(crate) enum ControlSource {
+    /// This process's signals: SIGHUP, SIGTERM and SIGINT on Unix; Ctrl-C elsewhere.
+    Signals,
+    /// A channel fed by someone else: the Windows SCM control handler. A closed channel
+    /// means stop.
+    #[cfg_attr(not(any(windows, test)), expect(dead_code))]
+    Channel(mpsc::UnboundedReceiver<Control>),
+}
+
+/// A [`ControlSource`] with its handlers installed.
+enum Controls {
+    #[cfg(unix)]
+    Signals {
+        hangup: tokio::signal::unix::Signal,
+        terminate: tokio::signal::unix::Signal,
+        interrupt: tokio::signal::unix::Signal,
+    },
+    #[cfg(not(unix))]
+    CtrlC,
+    Channel(mpsc::UnboundedReceiver<Control>),
+}
+
+impl Controls {
+    /// Installs the handlers (signals replace the SIGHUP disposition `main` set).
+    fn install(source: ControlSource) -> anyhow::Result<Self> {
+        Ok(match source {
+            #[cfg(unix)]
+            ControlSource::Signals => {
+                use tokio::signal::unix::{signal, SignalKind};
+                Controls::Signals {
+                    hangup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+                    terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+                    interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+                }
+            }
+            #[cfg(not(unix))]
+            ControlSource::Signals => Controls::CtrlC,
+            ControlSource::Channel(receiver) => Controls::Channel(receiver),
+        })
+    }
+
+    /// The next control. Cancel-safe: a control is never lost when another branch of the
+    /// loop's `select!` wins.
+    async fn next(&mut self) -> Control {
+        match self {
+            #[cfg(unix)]
+            Controls::Signals {
+                hangup,
+                terminate,
+                interrupt,
+            } => tokio::select! {
+                _ = hangup.recv() => Control::Reload,
+                _ = terminate.recv() => Control::Stop,
+                _ = interrupt.recv() => Control::Stop,
+            },
+            #[cfg(not(unix))]
+            Controls::CtrlC => {
+                let _ = tokio::signal::ctrl_c().await;
+                Control::Stop
+            }
+            Controls::Channel(receiver) => receiver.recv().await.unwrap_or(Control::Stop),
+        }
+    }
+}
 
 /// What a reload read: the hosts and schedule, and config.yaml.
 struct Reloaded {
@@ -383,12 +458,15 @@ async fn reload(
 
 /// `luumen-agent run`: collect on the schedule; SIGHUP reloads, SIGTERM/SIGINT stop.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    run_from(args, ControlSource::Signals)
+}
+
+/// The `run` loop with its reload and stop controls taken from `source`.
+pub(crate) fn run_from(args: RunArgs, source: ControlSource) -> anyhow::Result<ExitCode> {
     let system = actix::System::new();
     system.block_on(async move {
         // Signal handlers before anything else: a SIGHUP during start-up must not kill us.
-        let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut controls = Controls::install(source)?;
         let mut setup = setup(&args).await?;
         let _log_files = setup.log_files.take();
         if let Some(address) = &setup.metrics_listen {
@@ -408,7 +486,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let mut watchdog = service::watchdog_period().map(tokio::time::interval);
         loop {
             tokio::select! {
-                _ = hangup.recv() => {
+                control = controls.next() => {
+                    if control == Control::Stop {
+                        break;
+                    }
                     service::reloading();
                     match reload(&args, local.as_ref(), api.as_ref()).await {
                         Ok(reloaded) => {
@@ -454,8 +535,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     }
                     service::ready();
                 }
-                _ = terminate.recv() => break,
-                _ = interrupt.recv() => break,
                 _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending::<()>().await } } => {
                     // Pinging through the Supervisor proves the scheduling loop is alive.
                     if supervisor.send(Ping).await.is_ok() {
@@ -543,4 +622,84 @@ fn summary_line(
         }
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn write_inventory(path: &Path, ids: &[&str]) {
+        let hosts: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "protocol": "local"}))
+            .collect();
+        let body = serde_json::json!({"schedule": {"interval_seconds": 1}, "hosts": hosts});
+        std::fs::write(path, body.to_string()).expect("write inventory");
+    }
+
+    fn results_for(output: &Path, id: &str) -> usize {
+        std::fs::read_to_string(output)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["host"]["id"] == id)
+            .count()
+    }
+
+    fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        done()
+    }
+
+    /// The loop as the Windows SCM drives it, with its controls from a channel instead of
+    /// signals: a Reload re-reads the host list (the added host gets collected), a Stop ends
+    /// the loop with exit 0 well within the stop grace.
+    #[test]
+    fn run_takes_reload_and_stop_from_a_channel() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let inventory = dir.path().join("inventory.json");
+        let output = dir.path().join("results.ndjson");
+        write_inventory(&inventory, &["first"]);
+        let args = RunArgs {
+            config: None,
+            inventory: Some(inventory.clone()),
+            output: Some(output.clone()),
+            state_dir: Some(dir.path().join("state")),
+        };
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let running = std::thread::spawn(move || run_from(args, ControlSource::Channel(receiver)));
+
+        assert!(
+            wait_until(Duration::from_secs(60), || results_for(&output, "first")
+                > 0),
+            "no result for the first host"
+        );
+        assert_eq!(results_for(&output, "added"), 0);
+        write_inventory(&inventory, &["first", "added"]);
+        sender.send(Control::Reload).expect("the loop is running");
+        assert!(
+            wait_until(Duration::from_secs(60), || results_for(&output, "added")
+                > 0),
+            "a Reload from the channel did not add the host"
+        );
+        assert!(!running.is_finished(), "the loop ended without a Stop");
+
+        let stop_sent = Instant::now();
+        sender.send(Control::Stop).expect("the loop is running");
+        let outcome = running.join().expect("the loop panicked");
+        let stopped_in = stop_sent.elapsed();
+        assert_eq!(outcome.expect("the loop failed"), ExitCode::SUCCESS);
+        assert!(
+            stopped_in < STOP_GRACE + FLUSH_GRACE,
+            "stopping took {stopped_in:?}"
+        );
+        eprintln!("stopped {stopped_in:?} after the Stop control");
+    }
 }

@@ -1,13 +1,15 @@
 //! Service life under systemd: readiness, reload and stop notifications, the watchdog, and the
-//! unit file written by `install-service`. Windows SCM support (windows-service) cannot be built
-//! on this Linux toolchain and is not part of this build.
+//! unit file written by `install-service`. On Windows the same notifications go to the Service
+//! Control Manager instead (`windows_service.rs`, compiled only for Windows targets).
 
 use std::path::Path;
 use std::time::Duration;
 
+#[cfg(unix)]
 use sd_notify::NotifyState;
 
 /// Tells systemd (when `NOTIFY_SOCKET` is set) about a state change; a no-op otherwise.
+#[cfg(unix)]
 fn notify(states: &[NotifyState]) {
     if let Err(error) = sd_notify::notify(states) {
         tracing::warn!(message = "Cannot notify systemd.", %error);
@@ -16,27 +18,38 @@ fn notify(states: &[NotifyState]) {
 
 /// Start-up finished: the schedule runs.
 pub fn ready() {
+    #[cfg(unix)]
     notify(&[
         NotifyState::Ready,
         NotifyState::Status("collecting on schedule"),
     ]);
+    #[cfg(windows)]
+    crate::windows_service::running();
 }
 
-/// A reload (SIGHUP) begins; `Type=notify-reload` expects `MONOTONIC_USEC` with it.
+/// A reload (SIGHUP) begins; `Type=notify-reload` expects `MONOTONIC_USEC` with it. The SCM
+/// has no reloading state: the service stays Running.
 pub fn reloading() {
-    match NotifyState::monotonic_usec_now() {
-        Ok(now) => notify(&[NotifyState::Reloading, now]),
-        Err(_) => notify(&[NotifyState::Reloading]),
+    #[cfg(unix)]
+    {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => notify(&[NotifyState::Reloading, now]),
+            Err(_) => notify(&[NotifyState::Reloading]),
+        }
     }
 }
 
 /// Shutdown begins.
 pub fn stopping() {
+    #[cfg(unix)]
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    #[cfg(windows)]
+    crate::windows_service::stop_pending();
 }
 
 /// The scheduling loop is alive.
 pub fn watchdog() {
+    #[cfg(unix)]
     notify(&[NotifyState::Watchdog]);
 }
 
@@ -68,8 +81,15 @@ pub fn serve_metrics(address: &str) -> anyhow::Result<()> {
 }
 
 /// How often to ping the watchdog: half of `WATCHDOG_USEC`, when systemd set one.
+#[cfg(unix)]
 pub fn watchdog_period() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|timeout| timeout / 2)
+}
+
+/// No watchdog outside systemd.
+#[cfg(not(unix))]
+pub fn watchdog_period() -> Option<Duration> {
+    None
 }
 
 /// The unit file for `binary` running `run --config config`. `notify_reload` selects
