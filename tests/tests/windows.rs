@@ -229,3 +229,55 @@ fn windows_failures_map_to_the_same_statuses_as_ssh() {
     assert_eq!(good.shells_created(), 0, "no shell with a wrong password");
     assert!(!stderr.contains(WINRM_PASSWORD) && !stderr.contains("not the password"));
 }
+
+/// The failure rate of NTLM collections through the agent's own arrangement (its protocol pool
+/// threads, each with its own current-thread runtime): 200 Windows hosts in one cycle, all on
+/// the NTLM test server with message encryption required.
+#[test]
+fn two_hundred_ntlm_collections_in_one_cycle_all_succeed() {
+    let server = WinrmServer::start(WinrmOptions {
+        auth: WinrmAuth::Ntlm,
+        scenario: Scenario::reply(Reply::stdout(canned_output("server-2022-datacenter.json"))),
+        ..WinrmOptions::default()
+    });
+    let hosts: Vec<Value> = (0..200)
+        .map(|n| {
+            windows_host(
+                &format!("win-{n:03}"),
+                &server,
+                json!({"auth": "ntlm"}),
+                WINRM_PASSWORD,
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = luumen_integration::Receiver::start(200);
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            "api: {{ base_url: '{}', api_key: k }}\nmax_concurrency: 8\n",
+            receiver.base_url()
+        ),
+    )
+    .expect("config");
+    let started = std::time::Instant::now();
+    let (code, stderr, results) = once(dir.path(), Value::Array(hosts));
+    let wall = started.elapsed();
+    let failed: Vec<&Value> = results.iter().filter(|r| r["status"] != "ok").collect();
+    eprintln!(
+        "agent NTLM collections: {} hosts, {} failed ({:.2} %), cycle {:.1} s with max_concurrency 8",
+        results.len(),
+        failed.len(),
+        100.0 * failed.len() as f64 / results.len().max(1) as f64,
+        wall.as_secs_f64()
+    );
+    assert_eq!(results.len(), 200);
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(server.shells_created(), 200);
+    assert!(server
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(200) && r.action.is_some())
+        .all(|r| r.encrypted));
+}
