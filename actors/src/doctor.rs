@@ -1,10 +1,12 @@
 //! `luumen-agent doctor`: checks, per host and in parallel, everything a collection needs — TCP,
-//! host key, authentication, and each privileged read — and says how to fix what is missing.
+//! host key (or TLS certificate), authentication, and each privileged read (sudo on Linux; CIM,
+//! registry and service reads on Windows) — and says how to fix what is missing.
 //! Nothing is collected and nothing is changed (no host key is pinned).
 
 use futures_util::future::join_all;
 use luumen_properties::plan::{Plan, PlanOptions};
 use luumen_properties::privileges::{self, PrivilegeState};
+use luumen_properties::windows::probe as windows_probe;
 use luumen_protocols::ErrorKind as TransportKind;
 use serde::Serialize;
 
@@ -78,14 +80,7 @@ async fn diagnose_host(mut spec: HostSpec, protocol: actix::Addr<ProtocolActor>)
             )];
         }
         Target::Local => ("localhost".to_owned(), None),
-        Target::Winrm(_) => {
-            return vec![Check::fail(
-                &id,
-                "protocol",
-                "doctor does not check winrm hosts yet",
-                "collect it with `luumen-agent once` to test the connection",
-            )];
-        }
+        Target::Winrm(_) => return diagnose_windows(spec, protocol).await,
         Target::Ssh(target) => {
             target.host_key.pin_new_keys = false;
             (
@@ -177,6 +172,163 @@ async fn diagnose_host(mut spec: HostSpec, protocol: actix::Addr<ProtocolActor>)
         }
     }
     checks
+}
+
+/// A Windows host: TCP, TLS, authentication through one WinRM shell running the probe, then
+/// each kind of read the catalogue needs.
+async fn diagnose_windows(spec: HostSpec, protocol: actix::Addr<ProtocolActor>) -> Vec<Check> {
+    let id = spec.host.id.clone();
+    let Target::Winrm(target) = &spec.target else {
+        return Vec::new();
+    };
+    let address = format!("{}:{}", target.address, target.port);
+    let https = target.scheme == luumen_protocols::winrm::Scheme::Https;
+    let tls_detail = match (&target.tls.cert_sha256, &target.tls.ca_file) {
+        (Some(_), _) => "certificate matches the pinned SHA-256".to_owned(),
+        (None, Some(ca)) => format!("certificate signed by {}", ca.display()),
+        (None, None) => "certificate trusted by the system roots".to_owned(),
+    };
+    let auth = match target.auth {
+        luumen_protocols::winrm::WinrmAuth::Ntlm => "ntlm",
+        luumen_protocols::winrm::WinrmAuth::Basic => "basic",
+    };
+    let username = target.username.clone();
+    let execute = Execute {
+        host_id: id.clone(),
+        target: spec.target.clone(),
+        command: "powershell",
+        stdin: windows_probe::PROBE_SCRIPT.as_bytes().to_vec(),
+        limits: spec.limits,
+    };
+    let mut checks = Vec::new();
+    let output = match protocol.send(execute).await {
+        Err(error) => {
+            checks.push(Check::fail(
+                &id,
+                "agent",
+                error.to_string(),
+                "report this as a bug",
+            ));
+            return checks;
+        }
+        Ok(Err(failure)) => {
+            windows_transport_checks(&id, &address, &username, https, &failure, &mut checks);
+            return checks;
+        }
+        Ok(Ok(output)) => output,
+    };
+    checks.push(Check::pass(&id, "tcp", address));
+    if https {
+        checks.push(Check::pass(&id, "tls", tls_detail));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let probe = match windows_probe::parse(&stdout) {
+        Ok(probe) => probe,
+        Err(error) => {
+            checks.push(Check::pass(
+                &id,
+                "authentication",
+                format!("logged in as {username} ({auth})"),
+            ));
+            let stderr =
+                luumen_properties::windows::stderr_text(&String::from_utf8_lossy(&output.stderr));
+            checks.push(Check::fail(
+                &id,
+                "powershell",
+                format!("unexpected probe output ({error}); stderr: {}", stderr.trim()),
+                "the account must be allowed to run powershell.exe in a WinRM shell (PowerShell 3.0 or later)",
+            ));
+            return checks;
+        }
+    };
+    let admin = if probe.admin {
+        ", local administrator"
+    } else {
+        ""
+    };
+    checks.push(Check::pass(
+        &id,
+        "authentication",
+        format!("logged in as {} ({auth}{admin})", probe.user),
+    ));
+    checks.push(Check::pass(&id, "powershell", probe.powershell.clone()));
+    for (read, error) in &probe.reads {
+        let name = format!("read {read}");
+        checks.push(match (read, error) {
+            (_, None) => Check::pass(&id, &name, "allowed"),
+            (&"cim", Some(error)) => Check::fail(&id, &name, error.trim(), format!("grant {} Remote Enable and Enable Account on the WMI namespace root\\cimv2 (wmimgmt.msc), or collect with an administrator account", probe.user)),
+            (&"registry", Some(error)) => Check::fail(&id, &name, error.trim(), format!("grant {} read access to HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall", probe.user)),
+            (_, Some(error)) => Check::fail(&id, &name, error.trim(), format!("grant {} the right to query the service control manager (sc.exe sdset scmanager), or use an administrator account", probe.user)),
+        });
+    }
+    checks
+}
+
+fn windows_transport_checks(
+    id: &str,
+    address: &str,
+    user: &str,
+    https: bool,
+    failure: &ExecFailure,
+    checks: &mut Vec<Check>,
+) {
+    let ExecFailure::Transport(error) = failure else {
+        checks.push(Check::fail(
+            id,
+            "agent",
+            failure.to_string(),
+            "report this as a bug",
+        ));
+        return;
+    };
+    let message = error.kind.to_string();
+    let reached = |checks: &mut Vec<Check>| {
+        checks.push(Check::pass(id, "tcp", address.to_owned()));
+        if https {
+            checks.push(Check::pass(id, "tls", "certificate accepted"));
+        }
+    };
+    match &error.kind {
+        TransportKind::Unreachable { .. } | TransportKind::Timeout { stage: "connect", .. } => checks.push(Check::fail(
+            id,
+            "tcp",
+            message,
+            format!("check the address and port (5985 http, 5986 https), that WinRM listens (winrm enumerate winrm/config/listener) and that a firewall lets the patch server reach {address}"),
+        )),
+        TransportKind::Certificate { .. } => {
+            checks.push(Check::pass(id, "tcp", address.to_owned()));
+            checks.push(Check::fail(
+                id,
+                "tls",
+                message,
+                "verify the host's certificate out of band, then set winrm.cert_sha256 to its SHA-256 or winrm.ca_file to the CA that signed it",
+            ));
+        }
+        TransportKind::AuthFailed { .. } => {
+            reached(checks);
+            checks.push(Check::fail(
+                id,
+                "authentication",
+                message,
+                format!("check the password of {user}; domain accounts as DOMAIN\\user, local ones as the bare name; a non-administrator must be in Remote Management Users"),
+            ));
+        }
+        TransportKind::Settings { .. } => checks.push(Check::fail(
+            id,
+            "settings",
+            message,
+            "fix the host's winrm block in the host list",
+        )),
+        _ => {
+            reached(checks);
+            checks.push(Check::fail(
+                id,
+                "winrm",
+                message,
+                "check the WinRM service on the host (winrm quickconfig) and its event log for the reason",
+            ));
+        }
+    }
 }
 
 fn transport_checks(

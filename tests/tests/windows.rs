@@ -281,3 +281,98 @@ fn two_hundred_ntlm_collections_in_one_cycle_all_succeed() {
         .filter(|r| r.status == Some(200) && r.action.is_some())
         .all(|r| r.encrypted));
 }
+
+/// `doctor` on Windows hosts: TCP, TLS, authentication and each read the catalogue needs, with
+/// a remedy for what fails.
+#[test]
+fn doctor_checks_windows_hosts_and_names_remedies() {
+    let probe = |cim: Value| {
+        json!({"user": "WIN-TEST\\luumen-win", "admin": false, "powershell": "5.1.17763.5328",
+               "cim": cim, "registry": null, "services": null})
+        .to_string()
+    };
+    let good = WinrmServer::start(WinrmOptions {
+        auth: WinrmAuth::Ntlm,
+        scenario: Scenario::reply(Reply::stdout(probe(Value::Null))),
+        ..WinrmOptions::default()
+    });
+    let denied = WinrmServer::start(WinrmOptions {
+        auth: WinrmAuth::Basic,
+        tls: true,
+        scenario: Scenario::reply(Reply::stdout(probe(json!("Access denied ")))),
+        ..WinrmOptions::default()
+    });
+    let other = WinrmServer::start(WinrmOptions {
+        auth: WinrmAuth::Basic,
+        tls: true,
+        ..WinrmOptions::default()
+    });
+    let closed = closed_port(Ipv4Addr::LOCALHOST);
+    let https = |pin: &str| json!({"transport": "https", "auth": "basic", "cert_sha256": pin});
+    let hosts = json!({"hosts": [
+        windows_host("good", &good, json!({"auth": "ntlm"}), WINRM_PASSWORD),
+        windows_host("cim-denied", &denied, https(denied.cert_sha256().expect("pin")), WINRM_PASSWORD),
+        windows_host("wrong-password", &good, json!({"auth": "ntlm"}), "not it"),
+        // Pinned to another server's certificate: refused before any credential is sent.
+        windows_host("wrong-pin", &denied, https(other.cert_sha256().expect("pin")), WINRM_PASSWORD),
+        {"id": "closed", "address": "127.0.0.1", "port": closed, "protocol": "winrm",
+         "credentials": {"username": WINRM_USER, "password": WINRM_PASSWORD}},
+    ]});
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inventory = dir.path().join("inventory.json");
+    std::fs::write(&inventory, hosts.to_string()).expect("inventory");
+    let mut command = std::process::Command::new(luumen_integration::agent_bin());
+    command
+        .args(["doctor", "--format", "json"])
+        .args(["--inventory", inventory.to_str().expect("utf-8")])
+        .args([
+            "--state-dir",
+            dir.path().join("state").to_str().expect("utf-8"),
+        ]);
+    let out = luumen_integration::run_command(command, TIMEOUT);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checks: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON checks");
+    let find = |host: &str, check: &str| -> &Value {
+        checks
+            .iter()
+            .find(|c| c["host"] == host && c["check"] == check)
+            .unwrap_or_else(|| panic!("no check {host}/{check}: {checks:#?}"))
+    };
+    for check in [
+        "tcp",
+        "authentication",
+        "powershell",
+        "read cim",
+        "read registry",
+        "read services",
+    ] {
+        assert_eq!(find("good", check)["ok"], true, "good/{check}: {checks:#?}");
+    }
+    assert!(find("good", "authentication")["detail"]
+        .as_str()
+        .unwrap_or("")
+        .contains("WIN-TEST\\luumen-win"));
+    assert_eq!(find("cim-denied", "tls")["ok"], true);
+    let cim = find("cim-denied", "read cim");
+    assert_eq!(cim["ok"], false);
+    assert!(
+        cim["remedy"].as_str().unwrap_or("").contains("root\\cimv2"),
+        "{cim}"
+    );
+    assert_eq!(find("wrong-password", "tcp")["ok"], true);
+    assert_eq!(find("wrong-password", "authentication")["ok"], false);
+    let pin = find("wrong-pin", "tls");
+    assert_eq!(pin["ok"], false, "{pin}");
+    assert!(pin["remedy"].as_str().unwrap_or("").contains("cert_sha256"));
+    assert_eq!(find("closed", "tcp")["ok"], false);
+    // The wrong-pin host never got a request through: only the cim-denied host's shell exists
+    // behind that certificate.
+    assert_eq!(denied.shells_created(), 1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(WINRM_PASSWORD));
+}

@@ -41,6 +41,7 @@
 
 mod json;
 pub mod parse;
+pub mod probe;
 
 use std::sync::OnceLock;
 
