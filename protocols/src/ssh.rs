@@ -13,6 +13,8 @@ use ssh2::Session;
 use crate::hostkey::{self, HostKeyCheck};
 use crate::{Deadline, Error, ErrorKind, Exec, ExecOutput, Limits};
 
+mod userkey;
+
 /// libssh2's error codes that the mapping below distinguishes.
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
 const LIBSSH2_ERROR_FILE: i32 = -16;
@@ -213,22 +215,19 @@ fn authenticate(session: &Session, target: &SshTarget, seconds: f64) -> Result<(
         _ => ssh_kind("authentication", &e, seconds),
     };
     match &target.auth {
-        SshAuth::PrivateKey { path, passphrase } => session
-            .userauth_pubkey_file(
-                username,
-                None,
-                path,
-                passphrase.as_ref().map(|p| p.expose_secret()),
-            )
-            .map_err(map)?,
-        SshAuth::PrivateKeyText { key, passphrase } => session
-            .userauth_pubkey_memory(
-                username,
-                None,
-                key.expose_secret(),
-                passphrase.as_ref().map(|p| p.expose_secret()),
-            )
-            .map_err(map)?,
+        SshAuth::PrivateKey { path, passphrase } => {
+            let key = userkey::from_file(path, passphrase.as_ref()).map_err(|reason| {
+                ErrorKind::KeyFile {
+                    path: path.clone(),
+                    reason,
+                }
+            })?;
+            use_key(session, username, &key, passphrase.as_ref()).map_err(map)?;
+        }
+        SshAuth::PrivateKeyText { key, passphrase } => {
+            let key = userkey::from_text(key, passphrase.as_ref());
+            use_key(session, username, &key, passphrase.as_ref()).map_err(map)?;
+        }
         SshAuth::Password(password) => {
             let methods = session.auth_methods(username).map_err(map)?;
             let offers = |m: &str| methods.split(',').any(|offered| offered == m);
@@ -248,6 +247,41 @@ fn authenticate(session: &Session, target: &SshTarget, seconds: f64) -> Result<(
         Ok(())
     } else {
         Err(refused())
+    }
+}
+
+/// Authenticates with a decoded key: signed in Rust when possible, else by libssh2 from the
+/// cached key text.
+fn use_key(
+    session: &Session,
+    username: &str,
+    key: &userkey::UserKey,
+    passphrase: Option<&SecretString>,
+) -> Result<(), ssh2::Error> {
+    match &key.form {
+        userkey::KeyForm::Signer {
+            public_blob,
+            private,
+        } => userkey::authenticate(session, username, public_blob, private),
+        userkey::KeyForm::Libssh2 {
+            text,
+            public_openssh,
+            decrypted,
+        } => session.userauth_pubkey_memory(
+            username,
+            public_openssh.as_deref(),
+            text.expose_secret(),
+            if *decrypted {
+                None
+            } else {
+                passphrase.map(|p| p.expose_secret())
+            },
+        ),
+        // Reported as libssh2 reports an unreadable key or a wrong passphrase.
+        userkey::KeyForm::Rejected => Err(ssh2::Error::new(
+            ssh2::ErrorCode::Session(LIBSSH2_ERROR_FILE),
+            "the passphrase does not open the private key",
+        )),
     }
 }
 
