@@ -87,6 +87,7 @@ pub fn run(target: &SshTarget, exec: &Exec<'_>, limits: &Limits) -> Result<ExecO
             hostkey::host_key_preference(target.host_key.allow_ssh_rsa_sha1),
         )
         .map_err(|e| fail(ssh_kind("handshake", &e, seconds)))?;
+    prefer_aes_gcm(&session).map_err(|e| fail(ssh_kind("handshake", &e, seconds)))?;
     set_timeout(&session, deadline, "handshake", seconds).map_err(fail)?;
     session
         .handshake()
@@ -103,6 +104,44 @@ pub fn run(target: &SshTarget, exec: &Exec<'_>, limits: &Limits) -> Result<ExecO
     // Best effort: the output is complete; a failed goodbye changes nothing.
     let _ = session.disconnect(None, "collection done", None);
     Ok(output)
+}
+
+/// Ciphers tried first, in order: AES-GCM runs on the CPU's AES instructions through OpenSSL,
+/// while libssh2's chacha20-poly1305 is its own portable C code (4.4 % + 1.7 % of the agent's
+/// CPU in the bench's profile). Every other cipher libssh2 supports follows, in its own order.
+const PREFERRED_CIPHERS: [&str; 4] = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+];
+
+/// The cipher preference for both directions, computed once from what libssh2 supports.
+fn prefer_aes_gcm(session: &Session) -> Result<(), ssh2::Error> {
+    static PREFERENCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let preference = match PREFERENCE.get() {
+        Some(preference) => preference,
+        None => {
+            let supported = session.supported_algs(ssh2::MethodType::CryptCs)?;
+            let mut order: Vec<&str> = PREFERRED_CIPHERS
+                .iter()
+                .copied()
+                .filter(|c| supported.contains(c))
+                .collect();
+            let rest: Vec<&str> = supported
+                .iter()
+                .copied()
+                .filter(|c| !PREFERRED_CIPHERS.contains(c))
+                .collect();
+            order.extend(rest);
+            PREFERENCE.get_or_init(|| order.join(","))
+        }
+    };
+    if preference.is_empty() {
+        return Ok(());
+    }
+    session.method_pref(ssh2::MethodType::CryptCs, preference)?;
+    session.method_pref(ssh2::MethodType::CryptSc, preference)
 }
 
 fn check_key_file(path: &Path) -> Result<(), ErrorKind> {
