@@ -1,6 +1,7 @@
 //! The host actor: one per managed host. Holds the host's state and turns one cycle into one
 //! timestamped [`HostResult`] sent to the Reporter.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -135,6 +136,52 @@ impl Actor for HostActor {
     type Context = Context<Self>;
 }
 
+/// Results admitted beyond the protocol pool's threads: finished hosts whose output waits for
+/// the parsers or whose result waits for the Reporter. Without a bound, 256 transport threads
+/// outrun the 2 parser threads and the Reporter (they share 2 CPUs) and results pile up: 300 MiB
+/// at 2,000 simulated hosts (bench/results.md).
+const RESULTS_WAITING_MAX: usize = 64;
+
+/// Hosts admitted and not yet handed to the Reporter, in this process.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// Wakes a host waiting for admission when one is released.
+static RELEASED: std::sync::LazyLock<tokio::sync::Notify> =
+    std::sync::LazyLock::new(tokio::sync::Notify::new);
+
+/// The most hosts in flight: the protocol pool's threads plus [`RESULTS_WAITING_MAX`].
+fn in_flight_limit() -> usize {
+    crate::protocol::pool_threads().max(1) + RESULTS_WAITING_MAX
+}
+
+/// A host's place among the hosts in flight; released on drop.
+struct Admission;
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+        RELEASED.notify_one();
+    }
+}
+
+/// Waits until fewer than [`in_flight_limit`] hosts are in flight, and takes a place.
+async fn admit() -> Admission {
+    loop {
+        // Registered before the check, so a release in between is not missed.
+        let released = RELEASED.notified();
+        let current = IN_FLIGHT.load(Ordering::Acquire);
+        if current < in_flight_limit() {
+            if IN_FLIGHT
+                .compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Admission;
+            }
+            continue;
+        }
+        released.await;
+    }
+}
+
 /// What one collection produced before it is stamped into a [`HostResult`].
 struct Outcome {
     status: Status,
@@ -171,8 +218,11 @@ impl Handler<Collect> for HostActor {
         let work = async move {
             let target = match resolve_vault(&spec, peers.vault.as_ref()).await {
                 Ok(target) => target,
-                Err(message) => return credential_failure(message),
+                Err(message) => return (credential_failure(message), None),
             };
+            // Back-pressure: the pool takes this host only while few results wait for the
+            // parsers and the Reporter (held until the Reporter has the result).
+            let admission = admit().await;
             // Windows hosts run the PowerShell catalogue, every other host the Linux plan.
             let plan = match &target {
                 crate::Target::Winrm(_) => None,
@@ -194,7 +244,7 @@ impl Handler<Collect> for HostActor {
                 stdin: script.as_bytes().to_vec(),
                 limits: spec.limits,
             };
-            match peers.protocol.send(execute).await {
+            let outcome = match peers.protocol.send(execute).await {
                 Err(mailbox) => broken(format!("protocol pool unavailable: {mailbox}")),
                 Ok(Err(failure)) => failed(&failure),
                 Ok(Ok(output)) => {
@@ -240,32 +290,49 @@ impl Handler<Collect> for HostActor {
                         }
                     }
                 }
-            }
-        };
-        Box::pin(work.into_actor(self).map(move |outcome, act, ctx| {
-            let result = HostResult {
-                host: act.spec.host.clone(),
-                collected_at,
-                duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
-                status: outcome.status,
-                properties: outcome.properties,
-                errors: outcome.errors,
             };
-            log_result(msg.cycle, &result);
-            crate::metrics::metrics().host_collected(
-                &result.host.id,
-                result.status,
-                result.duration_ms,
-            );
-            act.record(&result);
-            let status = result.status;
-            act.peers.reporter.do_send(Report(result));
-            if outcome.broken {
-                // The Supervisor sees the closed mailbox and restarts this host alone.
-                ctx.stop();
-            }
-            status
-        }))
+            (outcome, Some(admission))
+        };
+        Box::pin(
+            work.into_actor(self)
+                .then(move |(outcome, admission), act, ctx| {
+                    let result = HostResult {
+                        host: act.spec.host.clone(),
+                        collected_at,
+                        duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        status: outcome.status,
+                        properties: outcome.properties,
+                        errors: outcome.errors,
+                    };
+                    log_result(msg.cycle, &result);
+                    crate::metrics::metrics().host_collected(
+                        &result.host.id,
+                        result.status,
+                        result.duration_ms,
+                    );
+                    act.record(&result);
+                    let status = result.status;
+                    // The admission is released once the Reporter has taken the result (a full
+                    // Reporter mailbox makes this wait too); a Reporter that is gone loses nothing more
+                    // than `do_send` did.
+                    let taken = if outcome.broken {
+                        act.peers.reporter.do_send(Report(result));
+                        // The Supervisor sees the closed mailbox and restarts this host alone.
+                        ctx.stop();
+                        None
+                    } else {
+                        Some(act.peers.reporter.send(Report(result)))
+                    };
+                    async move {
+                        if let Some(taken) = taken {
+                            let _ = taken.await;
+                        }
+                        drop(admission);
+                        status
+                    }
+                    .into_actor(act)
+                }),
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 //! size is the global limit on simultaneous connections; further requests wait in its mailbox.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::{Actor, Handler, Message, SyncContext};
 use luumen_protocols::{local, ssh, winrm, Exec, ExecOutput, Limits};
@@ -61,8 +62,26 @@ pub enum ExecFailure {
 #[derive(Debug, Default)]
 pub struct ProtocolActor;
 
+/// Protocol pool threads running in this process (one [`ProtocolActor`] each), so that the
+/// host actors can bound the results in flight to the pool's size plus a margin without being
+/// told the pool size.
+static POOL_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many protocol pool threads are running in this process.
+pub(crate) fn pool_threads() -> usize {
+    POOL_THREADS.load(Ordering::Relaxed)
+}
+
 impl Actor for ProtocolActor {
     type Context = SyncContext<Self>;
+
+    fn started(&mut self, _ctx: &mut SyncContext<Self>) {
+        POOL_THREADS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stopped(&mut self, _ctx: &mut SyncContext<Self>) {
+        POOL_THREADS.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Handler<Execute> for ProtocolActor {
