@@ -3,7 +3,8 @@
 #   bench/simfleet.sh          full: N = 500,1000,2000,5000 at RTT 0 and 50 ms, C = 256, 3 runs
 #                              (1 for N = 5000); appends its tables to bench/results.md
 #   bench/simfleet.sh --quick  CI: N = 50, RTT 0, 1 run; writes bench/work/results-simfleet-quick.md
-# Environment: SIMFLEET_SIZES, SIMFLEET_RTTS, SIMFLEET_RUNS, BENCH_CONCURRENCY_SIM (default 256), CARGO,
+# Environment: SIMFLEET_SIZES, SIMFLEET_RTTS, SIMFLEET_RUNS, BENCH_CONCURRENCY_SIM (default 256),
+#              SIMFLEET_HOST_KEY_POLICY (accept-new, the default, or off), CARGO,
 #              LUUMEN_AGENT_BIN (default: target/release/luumen-agent, built here).
 # Needs root (its own network namespace: iproute2's `ip`), ssh-keygen. Exits 0 unless setup fails.
 set -eu
@@ -37,6 +38,6 @@ else
         --runs "${SIMFLEET_RUNS:-3}" --results "$here/results.md"
 fi
 exec "$target/release/simfleet-bench" "$@" \
-    --concurrency "${BENCH_CONCURRENCY_SIM:-256}" \
+    --concurrency "${BENCH_CONCURRENCY_SIM:-256}" --host-key-policy "${SIMFLEET_HOST_KEY_POLICY:-accept-new}" \
     --agent "$LUUMEN_AGENT_BIN" --simfleet "$target/release/luumen-simfleet" \
     --script "$root/properties/src/plan/linux.sh" --work "$here/work/simfleet"

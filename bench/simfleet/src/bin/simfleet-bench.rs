@@ -75,6 +75,10 @@ struct Options {
     /// Scratch directory.
     #[arg(long)]
     work: PathBuf,
+    /// The agent's host_key_policy: accept-new (every run starts with an empty state dir, so
+    /// every host is pinned: a first cycle), strict is not possible here, or off.
+    #[arg(long, default_value = "accept-new")]
+    host_key_policy: String,
     /// Markdown file the report is appended to.
     #[arg(long)]
     results: Option<PathBuf>,
@@ -134,8 +138,8 @@ fn main() -> Result<()> {
     fs::write(
         &config,
         format!(
-            "api:\n  base_url: http://{}\n  api_key: bench\nmax_concurrency: {}\nhost_key_policy: \"off\"\ntimeouts:\n  connect_seconds: 10\n  host_seconds: 120\n",
-            receiver.addr, o.concurrency
+            "api:\n  base_url: http://{}\n  api_key: bench\nmax_concurrency: {}\nhost_key_policy: \"{}\"\ntimeouts:\n  connect_seconds: 10\n  host_seconds: 120\n",
+            receiver.addr, o.concurrency, o.host_key_policy
         ),
     )?;
     let inventory = |n: usize, port: u16| -> Result<PathBuf> {
@@ -256,10 +260,11 @@ fn main() -> Result<()> {
     );
     let _ = writeln!(
         report,
-        "- agent: `{}` (git {}), config: `max_concurrency: {}`, `host_key_policy: \"off\"` (the accept-new pin file is rewritten per new host, O(n²) over a first cycle: protocols/src/hostkey.rs), default batching (100 results / 4 MiB / 5 s) to a local receiver, `--output FILE` (NDJSON) as in part 1",
+        "- agent: `{}` (git {}), config: `max_concurrency: {}`, `host_key_policy: \"{}\"` (accept-new: every run starts without pins, so every host is pinned, a first cycle), default batching (100 results / 4 MiB / 5 s) to a local receiver, `--output FILE` (NDJSON) as in part 1",
         o.agent.display(),
         shell("git rev-parse --short HEAD 2>/dev/null; git status --porcelain 2>/dev/null | grep -q . && echo '(dirty)'").replace('\n', " "),
-        o.concurrency
+        o.concurrency,
+        o.host_key_policy
     );
     let _ = writeln!(
         report,
