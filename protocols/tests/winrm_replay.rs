@@ -1,5 +1,5 @@
 //! The WinRM transport against recorded exchanges with real Windows hosts
-//! (`../shared/fixtures/winrm-recordings/`, from pypsrp's test data): a loopback HTTP server
+//! (`tests/winrm/recordings/`, copied from `../shared/fixtures/winrm-recordings/`, pypsrp's test data): a loopback HTTP server
 //! answers each request with the next recorded response, checking that the request's
 //! `wsa:Action` is the recorded one, so the client must make the same calls in the same order
 //! (Create, Command, Receive… including two `w:TimedOut` faults, Signal, Delete).

@@ -10,11 +10,10 @@ use std::thread::JoinHandle;
 use base64::Engine;
 use luumen_protocols::winrm::{Scheme, TlsTrust, WinrmAuth, WinrmTarget};
 
-/// The recordings, beside the repository.
-pub const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/winrm-recordings"
-);
+/// The recordings of real Windows exchanges, copied into the repository (from
+/// `../shared/fixtures/winrm-recordings`, pypsrp's MIT-licensed test data) so a fresh clone has
+/// them.
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/winrm/recordings");
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
