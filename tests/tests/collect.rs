@@ -1249,3 +1249,101 @@ fn doctor_checks_the_api_key_and_vault() {
     assert_eq!(code, Some(1));
     assert_eq!(ok(&checks, "api"), Some(false), "{checks:#?}");
 }
+
+/// Every kind of client key the agent may be given logs in against a real sshd: ECDSA (signed
+/// in Rust), RSA in OpenSSH and PEM formats (signed by libssh2), encrypted ones with their
+/// passphrase; a wrong passphrase is a credentials error naming the key file, not a crash.
+#[test]
+fn ecdsa_and_rsa_client_keys_in_every_format_authenticate() {
+    let sshd = start_sshd(1);
+    let user = sshd.sudo_user();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keygen = |name: &str, args: &[&str], passphrase: &str| -> std::path::PathBuf {
+        let path = dir.path().join(name);
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-C", name, "-N", passphrase, "-f"])
+            .arg(&path)
+            .args(args)
+            .status()
+            .expect("ssh-keygen runs");
+        assert!(status.success(), "ssh-keygen {args:?}");
+        path
+    };
+    let keys = [
+        (
+            "ecdsa-256",
+            keygen("ecdsa-256", &["-t", "ecdsa", "-b", "256"], ""),
+            "",
+        ),
+        (
+            "ecdsa-384",
+            keygen("ecdsa-384", &["-t", "ecdsa", "-b", "384"], ""),
+            "",
+        ),
+        (
+            "ecdsa-521-enc",
+            keygen("ecdsa-521-enc", &["-t", "ecdsa", "-b", "521"], "pw-ecdsa"),
+            "pw-ecdsa",
+        ),
+        ("rsa", keygen("rsa", &["-t", "rsa", "-b", "2048"], ""), ""),
+        (
+            "rsa-enc",
+            keygen("rsa-enc", &["-t", "rsa", "-b", "2048"], "pw-rsa"),
+            "pw-rsa",
+        ),
+        (
+            "rsa-pem",
+            keygen("rsa-pem", &["-t", "rsa", "-b", "2048", "-m", "PEM"], ""),
+            "",
+        ),
+    ];
+    // Authorize every new key for the test user (the harness's own authorized_keys file).
+    let authorized = sshd.dir().join("authorized_keys").join(&user.name);
+    let mut lines = std::fs::read_to_string(&authorized).expect("authorized_keys");
+    for (_, path, _) in &keys {
+        let public = std::fs::read_to_string(path.with_extension("pub"))
+            .or_else(|_| std::fs::read_to_string(format!("{}.pub", path.display())))
+            .expect("public key");
+        lines.push_str(public.trim());
+        lines.push('\n');
+    }
+    std::fs::write(&authorized, lines).expect("authorize keys");
+    let mut hosts: Vec<Value> = keys
+        .iter()
+        .map(|(id, path, passphrase)| {
+            let mut credentials =
+                json!({"username": user.name, "private_key_file": path, "sudo": false});
+            if !passphrase.is_empty() {
+                credentials["passphrase"] = json!(passphrase);
+            }
+            host(id, sshd.address(), sshd.port(), credentials)
+        })
+        .collect();
+    hosts.push(host(
+        "wrong-passphrase",
+        sshd.address(),
+        sshd.port(),
+        json!({"username": user.name, "private_key_file": keys[2].1, "passphrase": "not-it", "sudo": false}),
+    ));
+    let run = once_with_inventory(hosts, &[]);
+    for (id, _, _) in &keys {
+        let result = run
+            .results
+            .iter()
+            .find(|r| r["host"]["id"] == *id)
+            .unwrap_or_else(|| panic!("no result for {id}: {}", run.stderr));
+        assert!(
+            result["status"] == "ok" || result["status"] == "partial",
+            "{id}: {result:#}\n{}",
+            run.stderr
+        );
+    }
+    let wrong = run
+        .results
+        .iter()
+        .find(|r| r["host"]["id"] == "wrong-passphrase")
+        .expect("result");
+    assert_eq!(wrong["status"], "error", "{wrong:#}");
+    assert_eq!(wrong["errors"][0]["kind"], "credentials", "{wrong:#}");
+    assert!(!run.stderr.contains("pw-ecdsa") && !run.stderr.contains("pw-rsa"));
+}
