@@ -335,3 +335,64 @@ fn results_of_the_open_batch_survive_a_stop_without_flush() {
     assert_eq!(report.batches_sent, 0);
     assert_eq!(server.batches().len(), 1, "sent once");
 }
+
+/// A sealed batch the spool refuses (full) waits in memory and keeps its results in the
+/// journal: a stop without flush loses nothing, and the next start (with room) sends it.
+#[test]
+fn a_batch_the_full_spool_refused_survives_a_stop_through_the_journal() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    *server.status.lock().expect("lock") = 503;
+    let start = |max_bytes: u64| {
+        let (spool, _) = luumen_actors::spool::Spool::open(
+            dir.path(),
+            luumen_actors::spool::SpoolLimits {
+                max_bytes,
+                ..Default::default()
+            },
+        )
+        .expect("spool");
+        let api = ApiClient::new(
+            &server.url,
+            &SecretString::from("key"),
+            None,
+            Duration::from_secs(5),
+        )
+        .expect("client");
+        Reporter::new(ReporterConfig {
+            agent_id: "test".to_owned(),
+            batch: BatchConfig {
+                max_results: 2,
+                max_bytes: 1 << 20,
+                max_wait_seconds: 3600,
+            },
+            api: Some(api),
+            output: None,
+            retry: NO_RETRY,
+            spool: Some(spool),
+        })
+        .start()
+    };
+    actix::System::new().block_on(async {
+        // Too small for any batch: a+b are sealed but stay in memory; c is in the open batch.
+        let reporter = start(64);
+        for id in ["a", "b", "c"] {
+            reporter.do_send(Report(result(id)));
+        }
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    });
+    *server.status.lock().expect("lock") = 200;
+    let report = actix::System::new().block_on(async {
+        let reporter = start(1 << 30);
+        reporter.send(Flush).await.expect("reporter alive")
+    });
+    assert_eq!(report.batches_waiting, 0, "{report:?}");
+    let mut ids: Vec<String> = server
+        .batches()
+        .iter()
+        .flat_map(|b| b.results.iter().map(|r| r.host.id.clone()))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, ["a", "b", "c"], "every result delivered");
+}

@@ -111,6 +111,8 @@ pub struct Reporter {
     unsynced: Vec<(String, chrono::DateTime<Utc>)>,
     /// The pending journal sync (group commit).
     sync_timer: Option<SpawnHandle>,
+    /// A result could not be written to the journal: rewrite it from the batcher's state.
+    journal_stale: bool,
 }
 
 /// How long a journal write waits for others before one `fdatasync` makes them all durable.
@@ -135,38 +137,40 @@ impl Reporter {
             retry_timer: None,
             unsynced: Vec::new(),
             sync_timer: None,
+            journal_stale: false,
         };
         reporter.recover_open_batch();
         reporter
     }
 
     fn recover_open_batch(&mut self) {
-        let Some(open) = self.outbox.take_open_batch() else {
-            self.replace_journal();
-            return;
-        };
-        tracing::info!(message = "Sealing the batch that was open at the last stop.", batch_id = %open.batch_id, results = open.results.len());
-        for batch in self
-            .batcher
-            .seal_recovered(open.batch_id, open.results, Utc::now())
-        {
-            self.outbox.push(batch);
+        for open in self.outbox.take_open_batches() {
+            tracing::info!(message = "Sealing a batch found in the journal at start.", batch_id = %open.batch_id, results = open.results.len());
+            for batch in self
+                .batcher
+                .seal_recovered(open.batch_id, open.results, Utc::now())
+            {
+                self.outbox.push(batch);
+            }
         }
         self.replace_journal();
         self.outbox.publish_size();
     }
 
-    /// Rewrites the journal with the open batch, after the batches sealed from it are in the
-    /// outbox: every result received so far is now durable (or, without a spool, kept in memory).
+    /// Rewrites the journal with what is not in the spool — the sealed batches waiting in memory
+    /// and the open batch — after the batches sealed from it were pushed to the outbox: every
+    /// result received so far is then durable (or, without a spool, kept in memory).
     fn replace_journal(&mut self) {
+        let keep = self.outbox.memory_ids();
         let open = self.batcher.open_batch();
         if let Some(journal) = self.outbox.journal() {
-            if let Err(error) = journal.replace(open) {
-                tracing::error!(message = "Cannot rewrite the open-batch journal; the open batch is kept in memory only.", %error);
+            if let Err(error) = journal.rewrite(&keep, open) {
+                tracing::error!(message = "Cannot rewrite the open-batch journal; results not yet in the spool are kept in memory only until it can be.", %error);
                 self.unsynced.clear();
                 return;
             }
         }
+        self.journal_stale = false;
         self.announce_durable();
     }
 
@@ -352,20 +356,25 @@ impl Handler<Report> for Reporter {
             Some(journal) => match journal.append(self.batcher.open_id(), &json) {
                 Ok(()) => true,
                 Err(error) => {
-                    tracing::error!(message = "Cannot write the result to the open-batch journal; it is kept in memory until its batch is sealed.", host = %result.host.id, %error);
+                    tracing::error!(message = "Cannot write the result to the open-batch journal; rewriting the journal.", host = %result.host.id, %error);
+                    self.journal_stale = true;
                     false
                 }
             },
             None => false,
         };
-        if journaled {
+        let has_journal = self.outbox.journal().is_some();
+        if has_journal {
             self.unsynced
                 .push((result.host.id.clone(), result.collected_at));
         }
         let sealed = self.batcher.push(json, Utc::now());
         let sealed_any = !sealed.is_empty();
         self.enqueue(sealed, ctx);
-        if journaled && !sealed_any {
+        if self.journal_stale {
+            // The rewrite puts this result (now in the batcher) on disk with the others.
+            self.replace_journal();
+        } else if journaled && !sealed_any {
             self.schedule_sync(ctx);
         }
         if was_empty && !sealed_any {

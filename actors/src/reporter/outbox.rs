@@ -31,13 +31,14 @@ impl Outbox {
         }
     }
 
-    /// Keeps a batch: returns once it is on disk (fsync'd) when there is a spool.
-    pub fn push(&mut self, batch: SealedBatch) {
+    /// Keeps a batch: returns once it is on disk (fsync'd) when there is a spool, with `true`;
+    /// `false` when it is kept in memory (no spool, or the spool refused it).
+    pub fn push(&mut self, batch: SealedBatch) -> bool {
         if let Some(spool) = &mut self.spool {
             match spool.append(&NewRecord::from(&batch)) {
                 Ok(id) => {
                     tracing::debug!(message = "Batch spooled.", batch_id = %batch.batch_id, record = %id);
-                    return;
+                    return true;
                 }
                 Err(error) => tracing::error!(
                     message = "Cannot spool batch; keeping it in memory.",
@@ -48,6 +49,12 @@ impl Outbox {
             }
         }
         self.memory.push_back(batch);
+        false
+    }
+
+    /// The ids of the sealed batches waiting in memory (their results stay in the journal).
+    pub fn memory_ids(&self) -> std::collections::HashSet<uuid::Uuid> {
+        self.memory.iter().map(|b| b.batch_id).collect()
     }
 
     /// The oldest waiting batch.
@@ -137,16 +144,23 @@ impl Outbox {
         self.spool.as_mut().map(Spool::journal)
     }
 
-    /// The batch that was open at the last stop, unless it is already a pending batch (sealed
-    /// just before the stop; its journal was not cleared yet).
-    pub fn take_open_batch(&mut self) -> Option<crate::spool::OpenBatch> {
-        let spool = self.spool.as_mut()?;
-        let open = spool.take_open_batch()?;
-        if spool.holds_batch(open.batch_id) {
-            tracing::info!(message = "The batch open at the last stop was already sealed; not sealed again.", batch_id = %open.batch_id, results = open.results.len());
-            return None;
-        }
-        Some(open)
+    /// The batches found in the journal at the last stop, oldest first, without those already
+    /// in the spool (sealed and spooled just before the stop, the journal not yet rewritten).
+    pub fn take_open_batches(&mut self) -> Vec<crate::spool::OpenBatch> {
+        let Some(spool) = self.spool.as_mut() else {
+            return Vec::new();
+        };
+        let found = spool.take_open_batches();
+        found
+            .into_iter()
+            .filter(|open| {
+                let held = spool.holds_batch(open.batch_id);
+                if held {
+                    tracing::info!(message = "A batch found in the journal is already in the spool; not sealed again.", batch_id = %open.batch_id, results = open.results.len());
+                }
+                !held
+            })
+            .collect()
     }
 
     /// Whether nothing waits.

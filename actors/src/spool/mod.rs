@@ -333,8 +333,8 @@ pub struct Spool {
     corrupt_set_aside: u64,
     /// The results of the batch being filled (see [`journal`]).
     journal: Journal,
-    /// The open batch found in the journal at start, until the Reporter takes it.
-    open_batch: Option<OpenBatch>,
+    /// The batches found in the journal at start, until the Reporter takes them.
+    open_batches: Vec<OpenBatch>,
 }
 
 impl Spool {
@@ -597,11 +597,12 @@ impl Spool {
         &mut self.journal
     }
 
-    /// The batch that was open when the agent last stopped (once; `None` afterwards). When its
-    /// id is already a pending record ([`Spool::holds_batch`]) it was sealed just before the
-    /// stop and must not be sealed again.
-    pub fn take_open_batch(&mut self) -> Option<OpenBatch> {
-        self.open_batch.take()
+    /// The batches found in the journal at start, oldest first (once; empty afterwards): the
+    /// batch that was open when the agent last stopped, and sealed ones that waited in memory.
+    /// One whose id is already a pending record ([`Spool::holds_batch`]) was spooled just
+    /// before the stop and must not be sealed again.
+    pub fn take_open_batches(&mut self) -> Vec<OpenBatch> {
+        std::mem::take(&mut self.open_batches)
     }
 
     /// Whether a pending record carries this batch id.

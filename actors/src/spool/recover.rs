@@ -44,7 +44,8 @@ pub struct RecoveryReport {
     pub foreign_files: Vec<PathBuf>,
     /// Files written into `corrupt/` by this recovery.
     pub set_aside: Vec<PathBuf>,
-    /// Results of the batch that was still open (in the journal) when the agent stopped.
+    /// Results found in the journal (the open batch, and batches that waited in memory) when
+    /// the agent stopped.
     pub open_results: usize,
     /// The journal ended with a partial or damaged record (cut off).
     pub journal_torn: bool,
@@ -106,9 +107,9 @@ pub(super) fn open(dir: &Path, limits: SpoolLimits) -> Result<(Spool, RecoveryRe
     segment_ids.sort_unstable();
 
     let (acked, high_water) = read_ack_log(dir, &mut report)?;
-    let (journal, open_batch, journal_torn) = Journal::open(dir)?;
+    let (journal, open_batches, journal_torn) = Journal::open(dir)?;
     report.journal_torn = journal_torn;
-    report.open_results = open_batch.as_ref().map_or(0, |o| o.results.len());
+    report.open_results = open_batches.iter().map(|o| o.results.len()).sum();
 
     let mut spool = Spool {
         dir: dir.to_path_buf(),
@@ -125,7 +126,7 @@ pub(super) fn open(dir: &Path, limits: SpoolLimits) -> Result<(Spool, RecoveryRe
         quarantined: count_files(&dir.join(QUARANTINE), ".reason.json")?,
         corrupt_set_aside: 0,
         journal,
-        open_batch,
+        open_batches,
     };
 
     let mut max_seq = high_water.saturating_sub(1);

@@ -806,9 +806,10 @@ fn the_open_batch_comes_back_once_and_is_recognised_when_already_sealed() {
         let (mut spool, report) = Spool::open(dir.path(), limits(1 << 20)).expect("reopen");
         assert_eq!(report.open_results, 1);
         assert!(report.is_clean());
-        let open = spool.take_open_batch().expect("open batch");
-        assert_eq!(open.batch_id, id);
-        assert!(spool.take_open_batch().is_none(), "taken once");
+        let open = spool.take_open_batches();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].batch_id, id);
+        assert!(spool.take_open_batches().is_empty(), "taken once");
         assert!(!spool.holds_batch(id));
         // Sealed into the spool, then the process dies before the journal is cleared.
         spool
@@ -820,7 +821,8 @@ fn the_open_batch_comes_back_once_and_is_recognised_when_already_sealed() {
             .expect("append");
     }
     let (mut spool, _) = Spool::open(dir.path(), limits(1 << 20)).expect("reopen again");
-    let open = spool.take_open_batch().expect("still in the journal");
-    assert!(spool.holds_batch(open.batch_id), "recognised as sealed");
+    let open = spool.take_open_batches();
+    assert_eq!(open.len(), 1, "still in the journal");
+    assert!(spool.holds_batch(open[0].batch_id), "recognised as sealed");
     assert!(!dir.path().join("open.journal.tmp").exists());
 }
