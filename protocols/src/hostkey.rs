@@ -125,15 +125,29 @@ pub(crate) fn verify(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut index = PIN_INDEX.lock().unwrap_or_else(|p| p.into_inner());
-    let pins = PinIndex::current(index.take(), &check.pin_file)
-        .map_err(|reason| store_error(&check.pin_file, reason))?;
-    let pins = index.insert(pins);
-    let found = if pins.plain {
-        pins.check(address, port, blob)
-    } else {
+    if !check.pin_new_keys {
+        // `doctor`: read only, nothing is written, so no lock on the file.
+        let pins = PinIndex::current(index.take(), &check.pin_file)
+            .map_err(|reason| store_error(&check.pin_file, reason))?;
+        let pins = index.insert(pins);
+        let found = if pins.plain {
+            pins.check(address, port, blob)
+        } else {
+            check_with_libssh2(session, &check.pin_file, address, port, blob)?
+        };
+        return match found {
+            PinCheck::Mismatch(expected) => Err(ErrorKind::HostKeyMismatch {
+                presented,
+                expected,
+                file: check.pin_file.clone(),
+            }),
+            PinCheck::Match | PinCheck::NotFound => Ok(()),
+        };
+    }
+    let found = check_and_pin(&mut index, &check.pin_file, address, port, blob, || {
         // Hashed names, markers or patterns (an operator's edit): libssh2 reads the file.
-        check_with_libssh2(session, &check.pin_file, address, port, blob)?
-    };
+        check_with_libssh2(session, &check.pin_file, address, port, blob)
+    })?;
     match found {
         PinCheck::Match => Ok(()),
         PinCheck::Mismatch(expected) => Err(ErrorKind::HostKeyMismatch {
@@ -141,13 +155,7 @@ pub(crate) fn verify(
             expected,
             file: check.pin_file.clone(),
         }),
-        PinCheck::NotFound if !check.pin_new_keys => Ok(()),
         PinCheck::NotFound => {
-            if let Some(dir) = check.pin_file.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| store_error(dir, e.to_string()))?;
-            }
-            pins.append(&check.pin_file, &host_name(address, port), blob)
-                .map_err(|e| store_error(&check.pin_file, e.to_string()))?;
             tracing::info!(
                 message = "Host key pinned (first use).",
                 address,
@@ -158,6 +166,125 @@ pub(crate) fn verify(
             Ok(())
         }
     }
+}
+
+/// How often the pin file may change under us (an editor that ignores `flock`) before we give up.
+const PIN_ATTEMPTS: usize = 8;
+
+/// Checks `blob` against the pin file at `path` and pins it when the host has no key yet, all
+/// under an exclusive `flock` of the file, so another agent process (`once`, `doctor`, a second
+/// service) cannot pin another key for the same host in between. `cached` is brought up to date
+/// from the locked file first; `non_plain` checks files the index cannot read (hashed entries).
+/// Returns what the pins said: `NotFound` means the key has just been pinned.
+fn check_and_pin(
+    cached: &mut Option<PinIndex>,
+    path: &Path,
+    address: &str,
+    port: u16,
+    blob: &[u8],
+    non_plain: impl Fn() -> Result<PinCheck, ErrorKind>,
+) -> Result<PinCheck, ErrorKind> {
+    let store_error = |path: &Path, reason: String| ErrorKind::HostKeyStore {
+        path: path.to_owned(),
+        reason,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| store_error(dir, e.to_string()))?;
+    }
+    for _ in 0..PIN_ATTEMPTS {
+        // Opened again after a stale attempt: the file may have been replaced.
+        let locked = LockedPinFile::open(path).map_err(|e| store_error(path, e.to_string()))?;
+        let pins = PinIndex::current_locked(cached.take(), path, &locked)
+            .map_err(|e| store_error(path, e.to_string()))?;
+        let pins = cached.insert(pins);
+        let found = if pins.plain {
+            pins.check(address, port, blob)
+        } else {
+            non_plain()?
+        };
+        if !matches!(found, PinCheck::NotFound) {
+            return Ok(found);
+        }
+        match pins
+            .append(&locked, path, &host_name(address, port), blob)
+            .map_err(|e| store_error(path, e.to_string()))?
+        {
+            Appended::Yes => return Ok(PinCheck::NotFound),
+            // Edited since we read it: read it again and check again.
+            Appended::Stale => {}
+        }
+    }
+    Err(store_error(
+        path,
+        format!("the file changed {PIN_ATTEMPTS} times while a key was being pinned"),
+    ))
+}
+
+/// The pin file, open for reading and appending, under an exclusive `flock` until dropped
+/// (closing the descriptor releases the lock).
+struct LockedPinFile {
+    file: std::fs::File,
+}
+
+impl LockedPinFile {
+    /// Opens (creating it if need be) and locks the file that is at `path` once the lock is held:
+    /// a file renamed over `path` (`sed -i`, `ssh-keygen -R`) while we waited is opened again.
+    fn open(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::AsRawFd;
+        for _ in 0..PIN_ATTEMPTS {
+            let mut options = std::fs::OpenOptions::new();
+            options.read(true).append(true);
+            let file = match options.clone().create_new(true).open(path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    match options.open(path) {
+                        Ok(file) => file,
+                        // Removed in between: create it.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            loop {
+                // SAFETY: flock(2) on a descriptor `file` owns for the duration of the call.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                    break;
+                }
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            let ours = file.metadata()?;
+            match std::fs::metadata(path) {
+                Ok(m) if m.dev() == ours.dev() && m.ino() == ours.ino() => {
+                    return Ok(Self { file });
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "the file was replaced {PIN_ATTEMPTS} times while it was being locked"
+        )))
+    }
+
+    /// The version of the locked file (fstat, not the path).
+    fn version(&self) -> std::io::Result<FileVersion> {
+        Ok(FileVersion::of(&self.file.metadata()?))
+    }
+}
+
+/// Whether [`PinIndex::append`] wrote the line.
+#[derive(Debug, PartialEq, Eq)]
+enum Appended {
+    Yes,
+    /// The file is no longer the version the index was read from, or was replaced: nothing
+    /// written.
+    Stale,
 }
 
 /// What the pins say about a presented key.
@@ -177,8 +304,8 @@ static PIN_INDEX: Mutex<Option<PinIndex>> = Mutex::new(None);
 #[derive(Debug, Default)]
 struct PinIndex {
     path: PathBuf,
-    /// (inode, size, mtime) of the file as last read or written; `None`: no file.
-    version: Option<(u64, u64, i64, i64)>,
+    /// The file as last read or written; `None`: no file.
+    version: Option<FileVersion>,
     keys: HashMap<String, Vec<Vec<u8>>>,
     /// Every line is a plain `names keytype base64 [comment]` entry (else libssh2 checks).
     plain: bool,
@@ -186,17 +313,38 @@ struct PinIndex {
     ends_with_newline: bool,
 }
 
-fn file_version(path: &Path) -> std::io::Result<Option<(u64, u64, i64, i64)>> {
-    use std::os::unix::fs::MetadataExt;
+/// (dev, inode, size, mtime): a file replaced, truncated, appended to or rewritten differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileVersion {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl FileVersion {
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        }
+    }
+}
+
+fn file_version(path: &Path) -> std::io::Result<Option<FileVersion>> {
     match std::fs::metadata(path) {
-        Ok(m) => Ok(Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))),
+        Ok(m) => Ok(Some(FileVersion::of(&m))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
 impl PinIndex {
-    /// `cached` if it still describes the file at `path`, else the file read afresh.
+    /// `cached` if it still describes the file at `path`, else the file read afresh (no lock:
+    /// for `doctor`, which writes nothing).
     fn current(cached: Option<PinIndex>, path: &Path) -> Result<PinIndex, String> {
         let version = file_version(path).map_err(|e| e.to_string())?;
         if let Some(index) = cached {
@@ -211,6 +359,36 @@ impl PinIndex {
                 String::from_utf8_lossy(&bytes).into_owned()
             }
         };
+        Ok(Self::parse(path, version, &text))
+    }
+
+    /// `cached` if it still describes the locked file, else the locked file read afresh.
+    fn current_locked(
+        cached: Option<PinIndex>,
+        path: &Path,
+        locked: &LockedPinFile,
+    ) -> std::io::Result<PinIndex> {
+        use std::io::{Read, Seek, SeekFrom};
+        let version = locked.version()?;
+        if let Some(index) = cached {
+            if index.path == path && index.version == Some(version) {
+                return Ok(index);
+            }
+        }
+        let mut file = &locked.file;
+        file.seek(SeekFrom::Start(0))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        // The version from before the read: if an editor that ignores the lock wrote meanwhile,
+        // `append` sees a newer version and has the file read again.
+        Ok(Self::parse(
+            path,
+            Some(version),
+            &String::from_utf8_lossy(&bytes),
+        ))
+    }
+
+    fn parse(path: &Path, version: Option<FileVersion>, text: &str) -> PinIndex {
         let mut index = PinIndex {
             path: path.to_owned(),
             version,
@@ -246,7 +424,7 @@ impl PinIndex {
                     .push(blob.clone());
             }
         }
-        Ok(index)
+        index
     }
 
     /// As libssh2's `check_port` (without a key type): `[host]:port`, then plain `host`; any
@@ -267,8 +445,17 @@ impl PinIndex {
         }
     }
 
-    /// Appends one `name keytype base64 comment` line and syncs it; the index follows.
-    fn append(&mut self, path: &Path, name: &str, blob: &[u8]) -> std::io::Result<()> {
+    /// Appends one `name keytype base64 comment` line to the locked file and syncs it; the
+    /// index follows. Writes nothing if the file is no longer the version the index describes,
+    /// or no longer the file at `path` (an operator's edit, `sed -i`, a process that ignores the
+    /// lock): the caller locks and reads it again.
+    fn append(
+        &mut self,
+        locked: &LockedPinFile,
+        path: &Path,
+        name: &str,
+        blob: &[u8],
+    ) -> std::io::Result<Appended> {
         use std::io::Write;
         let key_type = blob
             .get(..4)
@@ -277,6 +464,14 @@ impl PinIndex {
                 std::str::from_utf8(blob.get(4..4 + len)?).ok()
             })
             .ok_or_else(|| std::io::Error::other("the host key blob names no key type"))?;
+        let now = locked.version()?;
+        let replaced = match file_version(path)? {
+            Some(at_path) => (at_path.dev, at_path.ino) != (now.dev, now.ino),
+            None => true,
+        };
+        if replaced || self.version != Some(now) {
+            return Ok(Appended::Stale);
+        }
         let mut line = String::new();
         if !self.ends_with_newline {
             line.push('\n');
@@ -285,20 +480,16 @@ impl PinIndex {
             "{name} {key_type} {} pinned by luumen-agent\n",
             STANDARD.encode(blob)
         ));
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let mut file = &locked.file;
         file.write_all(line.as_bytes())?;
         file.sync_data()?;
-        drop(file);
         self.ends_with_newline = true;
         self.keys
             .entry(name.to_owned())
             .or_default()
             .push(blob.to_vec());
-        self.version = file_version(path)?;
-        Ok(())
+        self.version = Some(locked.version()?);
+        Ok(Appended::Yes)
     }
 }
 
@@ -408,23 +599,42 @@ mod tests {
         )
     }
 
+    /// What `verify` does for a plain pin file under accept-new.
+    fn pin(
+        cached: &mut Option<PinIndex>,
+        path: &Path,
+        address: &str,
+        port: u16,
+        key: &[u8],
+    ) -> PinCheck {
+        check_and_pin(cached, path, address, port, key, || {
+            panic!("a plain pin file is checked by the index")
+        })
+        .expect("pin")
+    }
+
+    fn pin_line(name: &str, key: &[u8]) -> String {
+        format!("{name} ssh-ed25519 {} other\n", STANDARD.encode(key))
+    }
+
     #[test]
     fn appended_pins_are_read_by_libssh2_and_checked_as_it_checks_them() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("known_hosts");
-        let mut index = PinIndex::current(None, &path).expect("no file yet");
-        assert!(index.plain && index.keys.is_empty());
+        // The directory does not exist yet: pinning creates it and the file.
+        let path = dir.path().join("state").join("known_hosts");
+        let mut cached = None;
         for (i, (address, port)) in [("10.0.0.1", 22), ("10.0.0.2", 2222), ("host.example", 22)]
             .into_iter()
             .enumerate()
         {
-            index
-                .append(&path, &host_name(address, port), &blob(i as u8))
-                .expect("append");
+            let found = pin(&mut cached, &path, address, port, &blob(i as u8));
+            assert!(matches!(found, PinCheck::NotFound), "{address}");
         }
         let text = std::fs::read_to_string(&path).expect("pin file");
         assert_eq!(text.lines().count(), 3, "{text}");
         // Unchanged file: the index in memory is kept; a fresh read agrees with it.
+        let index = cached.expect("index");
+        assert_eq!(index.version, file_version(&path).expect("stat"));
         let index = PinIndex::current(Some(index), &path).expect("same version");
         let reread = PinIndex::current(None, &path).expect("read");
         assert_eq!(index.keys, reread.keys);
@@ -452,11 +662,17 @@ mod tests {
     fn an_operator_edit_is_seen_and_hashed_files_go_to_libssh2() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("known_hosts");
-        let mut index = PinIndex::current(None, &path).expect("no file");
-        index.append(&path, "10.0.0.1", &blob(1)).expect("append");
-        index.append(&path, "10.0.0.2", &blob(2)).expect("append");
+        let mut cached = None;
         assert!(matches!(
-            index.check("10.0.0.1", 22, &blob(9)),
+            pin(&mut cached, &path, "10.0.0.1", 22, &blob(1)),
+            PinCheck::NotFound
+        ));
+        assert!(matches!(
+            pin(&mut cached, &path, "10.0.0.2", 22, &blob(2)),
+            PinCheck::NotFound
+        ));
+        assert!(matches!(
+            pin(&mut cached, &path, "10.0.0.1", 22, &blob(9)),
             PinCheck::Mismatch(_)
         ));
         // The operator removes the first pin (and leaves no final newline).
@@ -466,13 +682,10 @@ mod tests {
             .filter(|l| !l.starts_with("10.0.0.1 "))
             .collect();
         std::fs::write(&path, kept.join("\n")).expect("write");
-        let mut index = PinIndex::current(Some(index), &path).expect("reloaded");
         assert!(matches!(
-            index.check("10.0.0.1", 22, &blob(9)),
+            pin(&mut cached, &path, "10.0.0.1", 22, &blob(9)),
             PinCheck::NotFound
         ));
-        assert!(!index.ends_with_newline);
-        index.append(&path, "10.0.0.1", &blob(9)).expect("append");
         assert_eq!(
             std::fs::read_to_string(&path)
                 .expect("read")
@@ -491,6 +704,152 @@ mod tests {
         )
         .expect("write");
         assert!(!PinIndex::current(None, &path).expect("read").plain);
+        let found = check_and_pin(&mut cached, &path, "10.0.0.1", 22, &blob(1), || {
+            Ok(PinCheck::Mismatch("hashed".to_owned()))
+        })
+        .expect("libssh2 answers for a hashed file");
+        assert!(matches!(found, PinCheck::Mismatch(ref f) if f == "hashed"));
+    }
+
+    #[test]
+    fn an_edit_between_the_check_and_the_append_is_read_before_writing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("known_hosts");
+        let mut cached = None;
+        pin(&mut cached, &path, "10.0.0.1", 22, &blob(1));
+
+        // Checked: 10.0.0.2 is unknown...
+        let locked = LockedPinFile::open(&path).expect("lock");
+        let mut index = PinIndex::current_locked(cached.take(), &path, &locked).expect("index");
+        assert!(matches!(
+            index.check("10.0.0.2", 22, &blob(2)),
+            PinCheck::NotFound
+        ));
+        // ...then a writer that ignores the lock pins another key for it.
+        {
+            use std::io::Write;
+            let mut other = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("open");
+            other
+                .write_all(pin_line("10.0.0.2", &blob(3)).as_bytes())
+                .expect("write");
+        }
+        assert_eq!(
+            index
+                .append(&locked, &path, "10.0.0.2", &blob(2))
+                .expect("append"),
+            Appended::Stale
+        );
+        drop(locked);
+        cached = Some(index);
+        // Read again: the other key is pinned, ours is refused, nothing was added.
+        assert!(matches!(
+            pin(&mut cached, &path, "10.0.0.2", 22, &blob(2)),
+            PinCheck::Mismatch(_)
+        ));
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 2, "{text}");
+
+        // The operator removes 10.0.0.1's pin in place while another host is being pinned.
+        let locked = LockedPinFile::open(&path).expect("lock");
+        let mut index = PinIndex::current_locked(cached.take(), &path, &locked).expect("index");
+        assert!(matches!(
+            index.check("10.0.0.1", 22, &blob(9)),
+            PinCheck::Mismatch(_)
+        ));
+        std::fs::write(&path, pin_line("10.0.0.2", &blob(3))).expect("write");
+        assert_eq!(
+            index
+                .append(&locked, &path, "10.0.0.3", &blob(4))
+                .expect("append"),
+            Appended::Stale
+        );
+        drop(locked);
+        cached = Some(index);
+        assert!(matches!(
+            pin(&mut cached, &path, "10.0.0.3", 22, &blob(4)),
+            PinCheck::NotFound
+        ));
+        // The removed pin is gone from memory too.
+        assert!(matches!(
+            pin(&mut cached, &path, "10.0.0.1", 22, &blob(9)),
+            PinCheck::NotFound
+        ));
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 3, "{text}");
+
+        // `sed -i` / `ssh-keygen -R` write a new file and rename it over the pins: our
+        // descriptor still sees the old file unchanged, the path check catches it.
+        let locked = LockedPinFile::open(&path).expect("lock");
+        let mut index = PinIndex::current_locked(cached.take(), &path, &locked).expect("index");
+        let tmp = dir.path().join("known_hosts.tmp");
+        std::fs::write(&tmp, pin_line("10.0.0.2", &blob(3))).expect("write");
+        std::fs::rename(&tmp, &path).expect("rename");
+        assert_eq!(
+            index
+                .append(&locked, &path, "10.0.0.4", &blob(5))
+                .expect("append"),
+            Appended::Stale
+        );
+        drop(locked);
+        cached = Some(index);
+        assert!(matches!(
+            pin(&mut cached, &path, "10.0.0.3", 22, &blob(7)),
+            PinCheck::NotFound
+        ));
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(matches!(
+            libssh2_check(&path, "10.0.0.3", 22, &blob(7)),
+            CheckResult::Match
+        ));
+    }
+
+    #[test]
+    fn two_agents_pinning_the_same_hosts_pin_one_key_per_host() {
+        // Two index instances stand for two agent processes (`once` beside the service): the
+        // process-wide mutex does not serialize them, the file lock does.
+        const HOSTS: usize = 200;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("known_hosts");
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<Vec<bool>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..2u8)
+                .map(|agent| {
+                    let (path, barrier) = (&path, &barrier);
+                    scope.spawn(move || {
+                        let mut cached = None;
+                        barrier.wait();
+                        (0..HOSTS)
+                            .map(|host| {
+                                let address = format!("10.1.{}.{}", host / 250, host % 250);
+                                match pin(&mut cached, path, &address, 22, &blob(agent)) {
+                                    PinCheck::NotFound => true,
+                                    PinCheck::Mismatch(_) => false,
+                                    PinCheck::Match => panic!("{address}: our own key?"),
+                                }
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("worker"))
+                .collect()
+        });
+        for (host, (first, second)) in results[0].iter().zip(&results[1]).enumerate() {
+            assert!(
+                first != second,
+                "host {host}: pinned by {} agents",
+                usize::from(*first) + usize::from(*second)
+            );
+        }
+        let index = PinIndex::current(None, &path).expect("read");
+        assert_eq!(index.keys.len(), HOSTS);
+        assert!(index.keys.values().all(|keys| keys.len() == 1));
     }
 
     #[test]
