@@ -235,11 +235,11 @@ impl LockedPinFile {
         for _ in 0..PIN_ATTEMPTS {
             let mut options = std::fs::OpenOptions::new();
             options.read(true).append(true);
-            let file = match options.clone().create_new(true).open(path) {
-                Ok(file) => file,
+            let (file, created) = match options.clone().create_new(true).open(path) {
+                Ok(file) => (file, true),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     match options.open(path) {
-                        Ok(file) => file,
+                        Ok(file) => (file, false),
                         // Removed in between: create it.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => return Err(e),
@@ -247,6 +247,12 @@ impl LockedPinFile {
                 }
                 Err(e) => return Err(e),
             };
+            if created {
+                // The new directory entry survives a power loss before the first pin's fsync.
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    sync_dir(dir)?;
+                }
+            }
             loop {
                 // SAFETY: flock(2) on a descriptor `file` owns for the duration of the call.
                 if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
@@ -276,6 +282,11 @@ impl LockedPinFile {
     fn version(&self) -> std::io::Result<FileVersion> {
         Ok(FileVersion::of(&self.file.metadata()?))
     }
+}
+
+/// fsyncs a directory, so that an entry created in it survives a power loss.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Whether [`PinIndex::append`] wrote the line.
