@@ -172,13 +172,17 @@ pub fn parse_date(s: &str) -> Option<(DateTime<FixedOffset>, DateOnly)> {
         let ms: i64 = ms.parse().ok()?;
         let at = DateTime::<Utc>::from_timestamp_millis(ms)?;
         let tz = match offset {
-            Some(o) if o.len() == 5 => {
+            // ±HHMM, as .NET writes it; any other offset is not a date.
+            Some(o) => {
+                if o.len() != 5 {
+                    return None;
+                }
                 let sign = if o.starts_with('-') { -1 } else { 1 };
-                let h: i32 = o[1..3].parse().ok()?;
-                let m: i32 = o[3..5].parse().ok()?;
+                let h: i32 = o.get(1..3)?.parse().ok()?;
+                let m: i32 = o.get(3..5)?.parse().ok()?;
                 FixedOffset::east_opt(sign * (h * 3600 + m * 60))?
             }
-            _ => utc,
+            None => utc,
         };
         return Some((at.with_timezone(&tz), false));
     }
@@ -193,8 +197,8 @@ pub fn parse_date(s: &str) -> Option<(DateTime<FixedOffset>, DateOnly)> {
     let bytes = s.as_bytes();
     // DMTF: yyyymmddHHMMSS.mmmmmmsUUU (UUU = offset in minutes).
     if bytes.len() == 25 && bytes[14] == b'.' && matches!(bytes[21], b'+' | b'-') {
-        let n = NaiveDateTime::parse_from_str(&s[..14], "%Y%m%d%H%M%S").ok()?;
-        let minutes: i32 = s[22..].parse().ok()?;
+        let n = NaiveDateTime::parse_from_str(s.get(..14)?, "%Y%m%d%H%M%S").ok()?;
+        let minutes: i32 = s.get(22..)?.parse().ok()?;
         let sign = if bytes[21] == b'-' { -1 } else { 1 };
         let tz = FixedOffset::east_opt(sign * minutes * 60)?;
         return Some((tz.from_local_datetime(&n).single()?, false));
@@ -269,6 +273,14 @@ mod tests {
             "1/2/3/4",
             "2023111",
             "ü",
+            // Host input cut inside a multi-byte character where the offset is sliced.
+            "/Date(1+a€)/",
+            "/Date(1-€€)/",
+            "/Date(1+0€)/",
+            "/Date(1+01000)/",
+            "/Date(1+1)/",
+            "2023111423132€.000000+060",
+            "20231114231320.000000+€",
         ] {
             assert_eq!(at(bad), None, "{bad:?}");
         }

@@ -478,3 +478,82 @@ fn clixml_unescaping() {
         "a <b> \r\nc _xZZ_"
     );
 }
+
+/// Date strings the host controls, cut inside a multi-byte character at the offsets the date
+/// parser looks at (`/Date(ms±HHMM)/`, DMTF), plus the shared garbage.
+fn hostile_dates() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "/Date(1+a€)/",
+        "/Date(1-€€)/",
+        "/Date(1+0€)/",
+        "/Date(1+€0)/",
+        "/Date(€+0100)/",
+        "/Date(1+01000)/",
+        "2023111423132€.000000+060",
+        "20231114231320.0000€+060",
+        "20231114231320.000000+€",
+        "€€€€€€€€",
+        "01d2fb39b3f35c0€",
+        "1/€/2024",
+        "€/1/2024 10:00",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    v.extend(garbage());
+    v
+}
+
+#[test]
+fn hostile_dates_in_every_date_field_never_panic() {
+    fn replace_dates(v: &mut serde_json::Value, with: &str) -> usize {
+        match v {
+            serde_json::Value::Object(map) => map
+                .iter_mut()
+                .map(|(key, value)| {
+                    if matches!(
+                        key.as_str(),
+                        "InstallDate" | "LastBootUpTime" | "ReleaseDate" | "InstalledOn"
+                    ) {
+                        *value = serde_json::Value::String(with.to_owned());
+                        1
+                    } else {
+                        replace_dates(value, with)
+                    }
+                })
+                .sum(),
+            serde_json::Value::Array(items) => {
+                items.iter_mut().map(|i| replace_dates(i, with)).sum()
+            }
+            _ => 0,
+        }
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(capture(SERVER_2022)).expect("the capture is JSON");
+    for date in hostile_dates() {
+        let mut hostile = doc.clone();
+        assert!(replace_dates(&mut hostile, &date) >= 4, "{date:?}");
+        let c = collect(hostile.to_string().as_bytes(), b"", Some(0));
+        assert_accounted(&c, &date);
+        let p = &c.properties;
+        let os = p.os.as_ref().expect("os");
+        assert_eq!(
+            (&os.install_date, &os.boot_time),
+            (&None, &None),
+            "{date:?}"
+        );
+        assert_eq!(p.hardware.as_ref().expect("hardware").bios_date, None);
+        assert!(p
+            .packages
+            .as_ref()
+            .expect("packages")
+            .iter()
+            .all(|k| k.install_date.is_none()));
+        assert!(p
+            .hotfixes
+            .as_ref()
+            .expect("hotfixes")
+            .iter()
+            .all(|h| h.installed_on.is_none()));
+    }
+}
