@@ -298,7 +298,8 @@ async fn session(
             Scheme::Http => EncryptionMode::Auto,
             Scheme::Https => EncryptionMode::Never,
         },
-        proxy: Some(format!("http://{}", connector.local)),
+        // The connector's URL with its per-call token: reqwest sends it as Proxy-Authorization.
+        proxy: Some(connector.proxy_url().to_owned()),
         max_output_bytes: None,
         ..WinrmConfig::default()
     };
