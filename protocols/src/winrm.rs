@@ -246,12 +246,18 @@ async fn run_async(
         stage: "setup",
         message: format!("cannot listen on 127.0.0.1: {e}"),
     })?;
+    #[cfg(test)]
+    tests::LAST_CONNECTOR.with(|last| last.set(Some(connector.local)));
+    let mut connector = connector;
     let progress = Progress(Cell::new("create shell"));
     let outcome = tokio::time::timeout(
         limits.total,
         session(target, script, limits, &connector, &progress),
     )
     .await;
+    // The listener and every connection end before the call returns (the client, dropped with
+    // the session, no longer holds them either).
+    connector.stop().await;
     match outcome {
         Ok(Ok(output)) => Ok(output),
         Ok(Err(error)) => Err(connector
@@ -491,6 +497,79 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+
+    thread_local! {
+        /// The listening address of this thread's last connector.
+        pub(super) static LAST_CONNECTOR: Cell<Option<std::net::SocketAddr>> = const { Cell::new(None) };
+    }
+
+    #[test]
+    fn the_connector_and_its_connections_are_gone_when_run_returns() {
+        // A host that takes the connection and the request, and never answers.
+        let host = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = host.local_addr().expect("addr").port();
+        let held = std::thread::spawn(move || {
+            let (mut stream, _) = host.accept().expect("accept");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut received = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                match stream.read(&mut chunk) {
+                    Ok(0) => return Ok((received, Instant::now())),
+                    Ok(n) => received.extend_from_slice(&chunk[..n]),
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        let target = WinrmTarget {
+            address: "127.0.0.1".to_owned(),
+            port,
+            scheme: Scheme::Http,
+            auth: WinrmAuth::Basic,
+            username: "user".to_owned(),
+            password: SecretString::from("password".to_owned()),
+            tls: TlsTrust::default(),
+            allow_http_basic: true,
+        };
+        let exec = Exec {
+            host: "win-1",
+            command: "powershell",
+            stdin: b"hi",
+        };
+        let limits = Limits::new(Duration::from_secs(1), Duration::from_secs(1));
+        let error = run(&target, &exec, &limits).expect_err("the host never answers");
+        let returned = Instant::now();
+        assert!(
+            matches!(
+                error.kind,
+                ErrorKind::Timeout {
+                    stage: "create shell",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let listener = LAST_CONNECTOR
+            .with(Cell::get)
+            .expect("the call recorded its connector");
+        // The listener is closed: nothing accepts on its port any more.
+        let refused = std::net::TcpStream::connect_timeout(&listener, Duration::from_secs(1));
+        assert!(refused.is_err(), "the connector still accepts: {refused:?}");
+        // The upstream connection was closed when the call ended, not at the thread's next call.
+        let (received, closed) = held.join().expect("host thread").expect("EOF within 5 s");
+        assert!(closed.duration_since(returned) < Duration::from_secs(1));
+        let head = String::from_utf8_lossy(&received);
+        assert!(head.starts_with("POST http://127.0.0.1:"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("proxy-authorization"),
+            "the token went to the host: {head}"
+        );
+    }
 
     #[test]
     fn short_scripts_go_on_the_command_line_long_ones_on_stdin() {

@@ -23,6 +23,9 @@
 //! A failure (unreachable, certificate refused, handshake error) is recorded for the caller and
 //! the client's connection is dropped; the caller reports the recorded failure instead of the
 //! client's "connection closed".
+//!
+//! [`Connector::stop`] ends the listener and every connection before the call returns (an
+//! `abort` alone would only be acted on the next time the thread's runtime runs).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -33,6 +36,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
@@ -62,7 +66,7 @@ pub(super) struct ConnectorState {
     pub(super) refused: u32,
 }
 
-/// A running connector. Stops accepting when dropped.
+/// A running connector. [`Connector::stop`] ends it; dropping it only schedules that.
 pub(super) struct Connector {
     /// Where the client connects (its proxy).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -70,12 +74,15 @@ pub(super) struct Connector {
     pub(super) state: Arc<Mutex<ConnectorState>>,
     /// `http://luumen:<token>@127.0.0.1:port`, for the client only.
     proxy_url: String,
-    accept: JoinHandle<()>,
+    shutdown: Option<oneshot::Sender<()>>,
+    accept: Option<JoinHandle<()>>,
 }
 
 impl Drop for Connector {
     fn drop(&mut self) {
-        self.accept.abort();
+        if let Some(accept) = &self.accept {
+            accept.abort();
+        }
     }
 }
 
@@ -103,10 +110,16 @@ impl Connector {
         let local = listener.local_addr()?;
         let state = Arc::new(Mutex::new(ConnectorState::default()));
         let accept_state = state.clone();
+        let (shutdown, mut stopped) = oneshot::channel::<()>();
         let accept = tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every pipe.
             let mut pipes = tokio::task::JoinSet::new();
-            while let Ok((client, _)) = listener.accept().await {
+            loop {
+                let accepted = tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((client, _)) = accepted else { break };
                 while pipes.try_join_next().is_some() {}
                 if pipes.len() >= MAX_CONNECTIONS {
                     lock(&accept_state).refused += 1;
@@ -123,18 +136,31 @@ impl Connector {
                     serve(client, &upstream, &state, &expected).await;
                 });
             }
+            drop(listener);
+            pipes.shutdown().await;
         });
         Ok(Connector {
             local,
             state,
             proxy_url: format!("http://{PROXY_USER}:{token}@{local}"),
-            accept,
+            shutdown: Some(shutdown),
+            accept: Some(accept),
         })
     }
 
     /// The proxy URL to give the client (contains the token).
     pub(super) fn proxy_url(&self) -> &str {
         &self.proxy_url
+    }
+
+    /// Stops listening and ends every connection; returns when they are closed.
+    pub(super) async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.await;
+        }
     }
 
     /// The recorded failure, if any.
@@ -556,7 +582,7 @@ mod tests {
         let runtime = runtime();
         let (host, upstream) = host();
         let port = upstream.port;
-        let connector = runtime.block_on(Connector::start(upstream)).expect("start");
+        let mut connector = runtime.block_on(Connector::start(upstream)).expect("start");
         let local = connector.local;
         let url = connector.proxy_url().to_owned();
         assert!(url.starts_with("http://luumen:") && url.ends_with(&format!("@{local}")));
@@ -582,7 +608,7 @@ mod tests {
         }
         no_connection(&host);
         assert_eq!(lock(&connector.state).refused, 3);
-
+        runtime.block_on(connector.stop());
         assert!(connector.take_failure().is_none());
     }
 
@@ -591,7 +617,7 @@ mod tests {
         let runtime = runtime();
         let (host, upstream) = host();
         let port = upstream.port;
-        let connector = runtime.block_on(Connector::start(upstream)).expect("start");
+        let mut connector = runtime.block_on(Connector::start(upstream)).expect("start");
         let local = connector.local;
         let good = authorization(connector.proxy_url());
         let (received, answer) = runtime.block_on(async {
@@ -650,7 +676,7 @@ mod tests {
             &answer[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
         );
-
+        runtime.block_on(connector.stop());
         assert_eq!(lock(&connector.state).connections, 1);
     }
 
@@ -658,7 +684,7 @@ mod tests {
     fn connections_beyond_the_cap_are_closed() {
         let runtime = runtime();
         let (host, upstream) = host();
-        let connector = runtime.block_on(Connector::start(upstream)).expect("start");
+        let mut connector = runtime.block_on(Connector::start(upstream)).expect("start");
         let local = connector.local;
         let extra = runtime.block_on(async {
             tokio::task::spawn_blocking(move || {
@@ -685,7 +711,7 @@ mod tests {
             "the fifth connection was kept: {extra:?}"
         );
         no_connection(&host);
-
+        runtime.block_on(connector.stop());
         assert!(lock(&connector.state).refused >= 1);
     }
 }
