@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -379,15 +379,14 @@ struct Reloaded {
     api: Option<ApiClient>,
 }
 
-/// The `api` block's identity, secret included (compared in memory only, never logged).
-fn api_identity(config: &LocalConfig) -> (String, String, Option<PathBuf>, u64) {
+/// Whether the `api` block changed, key included (compared in place: no copy of the secret).
+fn api_changed(old: &LocalConfig, new: &LocalConfig) -> bool {
     use secrecy::ExposeSecret;
-    (
-        config.api.base_url.clone(),
-        config.api.api_key.expose_secret().to_owned(),
-        config.api.ca_file.clone(),
-        config.api.request_timeout_seconds,
-    )
+    let (old, new) = (&old.api, &new.api);
+    old.base_url != new.base_url
+        || old.api_key.expose_secret() != new.api_key.expose_secret()
+        || old.ca_file != new.ca_file
+        || old.request_timeout_seconds != new.request_timeout_seconds
 }
 
 /// The config.yaml settings a reload cannot apply (they shape the process: pools, spool, log
@@ -431,7 +430,7 @@ async fn reload(
         None => None,
     };
     let new_api = match (&local, current) {
-        (Some(new), Some(old)) if api_identity(new) != api_identity(old) => Some(api_client(new)?),
+        (Some(new), Some(old)) if api_changed(old, new) => Some(api_client(new)?),
         _ => None,
     };
     let inventory = match (&args.inventory, new_api.as_ref().or(api)) {
@@ -628,6 +627,25 @@ fn summary_line(
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn a_changed_api_key_is_a_changed_api_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            "api:\n  base_url: https://127.0.0.1:1/api/v1\n  api_key: first\n",
+        )
+        .expect("write config");
+        let old = config::load_local(&path).expect("config");
+        let mut new = config::load_local(&path).expect("config");
+        assert!(!api_changed(&old, &new));
+        new.api.api_key = secrecy::SecretString::from("second");
+        assert!(api_changed(&old, &new));
+        new.api.api_key = secrecy::SecretString::from("first");
+        new.api.request_timeout_seconds += 1;
+        assert!(api_changed(&old, &new));
+    }
 
     fn write_inventory(path: &Path, ids: &[&str]) {
         let hosts: Vec<serde_json::Value> = ids
