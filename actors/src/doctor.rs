@@ -10,8 +10,10 @@ use luumen_properties::windows::probe as windows_probe;
 use luumen_protocols::ErrorKind as TransportKind;
 use serde::Serialize;
 
+use crate::host::resolve_vault;
 use crate::protocol::{ExecFailure, Execute, ProtocolActor};
 use crate::spec::{HostSpec, Target};
+use crate::vault::VaultClient;
 
 /// One line of the doctor's table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,17 +60,42 @@ impl Check {
 }
 
 /// Checks every host in parallel (bounded by the protocol pool) and returns the checks in host
-/// order.
-pub async fn diagnose(specs: Vec<HostSpec>, protocol: actix::Addr<ProtocolActor>) -> Vec<Check> {
+/// order. Credentials that reference Vault are resolved through `vault` first, as a collection
+/// does; without a client (no `vault` block, or one the agent could not set up) such a host
+/// gets a failed `credentials` check and no connection: the literal `vault:…` reference is
+/// never sent as a password (a failed login counts toward Windows' account lockout).
+pub async fn diagnose(
+    specs: Vec<HostSpec>,
+    protocol: actix::Addr<ProtocolActor>,
+    vault: Option<VaultClient>,
+) -> Vec<Check> {
     let runs = specs.into_iter().map(|spec| {
         let protocol = protocol.clone();
-        async move { diagnose_host(spec, protocol).await }
+        let vault = vault.clone();
+        async move { diagnose_host(spec, protocol, vault.as_ref()).await }
     });
     join_all(runs).await.into_iter().flatten().collect()
 }
 
-async fn diagnose_host(mut spec: HostSpec, protocol: actix::Addr<ProtocolActor>) -> Vec<Check> {
+async fn diagnose_host(
+    mut spec: HostSpec,
+    protocol: actix::Addr<ProtocolActor>,
+    vault: Option<&VaultClient>,
+) -> Vec<Check> {
     let id = spec.host.id.clone();
+    if spec.vault_credentials.is_some() {
+        match resolve_vault(&spec, vault).await {
+            Ok(target) => spec.target = target,
+            Err(message) => {
+                return vec![Check::fail(
+                    &id,
+                    "credentials",
+                    message,
+                    "the credentials reference Vault: configure the vault block of config.yaml (see the vault check), give the agent a token that may read the secret, and check that the secret and field exist",
+                )];
+            }
+        }
+    }
     let mut checks = Vec::new();
     let (address, username) = match &mut spec.target {
         Target::Unsupported(reason) => {

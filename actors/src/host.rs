@@ -337,7 +337,7 @@ impl Handler<Collect> for HostActor {
 }
 
 /// The host's target with its Vault references resolved for this cycle only.
-async fn resolve_vault(
+pub(crate) async fn resolve_vault(
     spec: &HostSpec,
     vault: Option<&crate::vault::VaultClient>,
 ) -> Result<crate::Target, String> {

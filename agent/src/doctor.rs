@@ -53,14 +53,25 @@ async fn collect_checks(args: &RunArgs, only_host: Option<&str>) -> Vec<Check> {
             }
         },
     };
+    // The client resolves the hosts' `vault:` references below, as a collection does; without
+    // one such hosts fail their credentials check without being contacted.
+    let mut vault = None;
     if let Some(local) = &local {
         match runner::vault_client(local) {
             Ok(None) => {}
-            Err(error) => checks.push(Check::fail("-", "vault", format!("{error:#}"), "fix the vault block of config.yaml and the token / secret id files")),
-            Ok(Some(vault)) => match vault.check().await {
-                Ok(info) => checks.push(Check::pass("-", "vault", format!("token valid (ttl {:?}, renewable {})", info.ttl, info.renewable))),
-                Err(error) => checks.push(Check::fail("-", "vault", error.to_string(), "check vault.address, the CA, and the token (VAULT_TOKEN / token_file) or AppRole")),
-            },
+            Err(error) => checks.push(Check::fail(
+                "-",
+                "vault",
+                format!("{error:#}"),
+                "fix the vault block of config.yaml and the token / secret id files",
+            )),
+            Ok(Some(client)) => {
+                match client.check().await {
+                    Ok(info) => checks.push(Check::pass("-", "vault", format!("token valid (ttl {:?}, renewable {})", info.ttl, info.renewable))),
+                    Err(error) => checks.push(Check::fail("-", "vault", error.to_string(), "check vault.address, the CA, and the token (VAULT_TOKEN / token_file) or AppRole")),
+                }
+                vault = Some(client);
+            }
         }
     }
     let mut inventory: Option<Inventory> = None;
@@ -135,7 +146,7 @@ async fn collect_checks(args: &RunArgs, only_host: Option<&str>) -> Vec<Check> {
         .map_or_else(default_max_concurrency, |c| c.max_concurrency)
         .min(specs.len().max(1));
     let protocol = SyncArbiter::start(threads, || ProtocolActor);
-    checks.extend(diagnose(specs, protocol).await);
+    checks.extend(diagnose(specs, protocol, vault).await);
     checks
 }
 

@@ -1250,6 +1250,118 @@ fn doctor_checks_the_api_key_and_vault() {
     assert_eq!(ok(&checks, "api"), Some(false), "{checks:#?}");
 }
 
+/// The doctor resolves `vault:` references as a collection does: a host whose secret is in
+/// Vault logs in; a missing secret, or a reference without a vault block, is a failed
+/// `credentials` check and the host is never contacted (the literal reference is never tried as
+/// a password).
+#[test]
+fn doctor_resolves_vault_references_and_never_sends_them() {
+    let sshd = start_sshd(1);
+    let bao = luumen_integration::openbao::OpenBao::start();
+    let password = luumen_integration::users::pass_user_password();
+    let user = sshd.pass_user().name.clone();
+    bao.put(
+        "hosts/pass",
+        &[("password", &password), ("username", &user)],
+    );
+    let receiver = Receiver::start(200);
+    receiver.serve_config(
+        json!({"hosts": [
+            host("from-vault", sshd.address(), sshd.port(),
+                 json!({"username": "vault:hosts/pass#username", "password": "vault:hosts/pass#password"})),
+            host("missing-secret", sshd.address(), sshd.port(),
+                 json!({"username": user, "password": "vault:hosts/nope#password"})),
+        ]})
+        .to_string(),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.yaml");
+    let doctor = |vault: bool| {
+        let vault = if vault {
+            format!("vault: {{ address: '{}', mount: secret }}\n", bao.address)
+        } else {
+            String::new()
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "api: {{ base_url: '{}', api_key: k }}\n{vault}state_dir: '{}'\n",
+                receiver.base_url(),
+                dir.path().display()
+            ),
+        )
+        .expect("write config");
+        let mut command = std::process::Command::new(luumen_integration::agent_bin());
+        command
+            .args(["doctor", "--format", "json", "--config"])
+            .arg(&config)
+            .env("VAULT_TOKEN", &bao.root_token);
+        let out = luumen_integration::run_command(command, AGENT_TIMEOUT);
+        let checks: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON checks");
+        for secret in [password.as_str(), bao.root_token.as_str()] {
+            assert!(
+                !String::from_utf8_lossy(&out.stdout).contains(secret)
+                    && !String::from_utf8_lossy(&out.stderr).contains(secret),
+                "a secret leaked"
+            );
+        }
+        checks
+    };
+    let of = |checks: &[Value], host: &str| -> Vec<(String, bool)> {
+        checks
+            .iter()
+            .filter(|c| c["host"] == host)
+            .map(|c| {
+                (
+                    c["check"].as_str().unwrap_or("").to_owned(),
+                    c["ok"] == true,
+                )
+            })
+            .collect()
+    };
+
+    let checks = doctor(true);
+    let from_vault = of(&checks, "from-vault");
+    assert!(
+        from_vault.contains(&("authentication".to_owned(), true)),
+        "{checks:#?}"
+    );
+    assert_eq!(
+        of(&checks, "missing-secret"),
+        [("credentials".to_owned(), false)],
+        "only the credentials check, no connection: {checks:#?}"
+    );
+    let missing = checks
+        .iter()
+        .find(|c| c["host"] == "missing-secret")
+        .expect("missing-secret check");
+    let detail = missing["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("hosts/nope") && detail.contains("404"),
+        "{detail}"
+    );
+
+    // No vault block: both hosts fail their credentials check without being contacted.
+    let checks = doctor(false);
+    for id in ["from-vault", "missing-secret"] {
+        assert_eq!(
+            of(&checks, id),
+            [("credentials".to_owned(), false)],
+            "{checks:#?}"
+        );
+    }
+    let log = sshd.log();
+    assert_eq!(
+        log.matches("Accepted password for").count(),
+        1,
+        "only the resolved login reaches sshd: {log}"
+    );
+    assert!(
+        !log.contains("Failed password") && !log.contains("vault:"),
+        "a reference was tried as a password: {log}"
+    );
+}
+
 /// Every kind of client key the agent may be given logs in against a real sshd: ECDSA (signed
 /// in Rust), RSA in OpenSSH and PEM formats (signed by libssh2), encrypted ones with their
 /// passphrase; a wrong passphrase is a credentials error naming the key file, not a crash.
