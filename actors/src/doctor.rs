@@ -331,6 +331,18 @@ fn windows_transport_checks(
                 "verify the host's certificate out of band, then set winrm.cert_sha256 to its SHA-256 or winrm.ca_file to the CA that signed it",
             ));
         }
+        // The handshake failed or hung for another reason than the certificate (protocol
+        // version, cipher suites, not TLS at all): TCP was reached, TLS was not.
+        TransportKind::WinRm { stage: "tls handshake", .. }
+        | TransportKind::Timeout { stage: "tls handshake", .. } => {
+            checks.push(Check::pass(id, "tcp", address.to_owned()));
+            checks.push(Check::fail(
+                id,
+                "tls",
+                message,
+                "check that the port is WinRM's HTTPS listener (5986; 5985 is plain HTTP: use scheme http) and that the host offers TLS 1.2 or 1.3 (winrm enumerate winrm/config/listener; the SCHANNEL settings)",
+            ));
+        }
         TransportKind::AuthFailed { .. } => {
             reached(checks);
             checks.push(Check::fail(

@@ -266,6 +266,8 @@ async fn run_async(
         Err(_elapsed) => Err(connector.take_failure().unwrap_or(ErrorKind::Timeout {
             stage: if connector.connected() {
                 progress.0.get()
+            } else if connector.tcp_connected() {
+                "tls handshake"
             } else {
                 "connect"
             },

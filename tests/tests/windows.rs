@@ -376,3 +376,84 @@ fn doctor_checks_windows_hosts_and_names_remedies() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains(WINRM_PASSWORD));
 }
+
+/// An HTTPS host whose TLS handshake fails for another reason than its certificate (plain HTTP
+/// on the port) or never completes (a port that accepts and stays silent): `tcp` passes, `tls`
+/// fails, and nothing says "certificate accepted" or blames TCP.
+#[test]
+fn doctor_reports_a_failed_or_hung_tls_handshake_as_a_tls_failure() {
+    let plain = WinrmServer::start(WinrmOptions {
+        auth: WinrmAuth::Basic,
+        tls: false,
+        ..WinrmOptions::default()
+    });
+    let silent = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        // Holds every connection open without a byte (the test process ends it).
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let https = json!({"transport": "https", "auth": "basic"});
+    let hosts = json!({"hosts": [
+        windows_host("plain-http", &plain, https.clone(), WINRM_PASSWORD),
+        {"id": "silent", "address": "127.0.0.1", "port": silent_port, "protocol": "winrm",
+         "credentials": {"username": WINRM_USER, "password": WINRM_PASSWORD}, "winrm": https},
+    ]});
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inventory = dir.path().join("inventory.json");
+    std::fs::write(&inventory, hosts.to_string()).expect("inventory");
+    let receiver = luumen_integration::Receiver::start(200);
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "api: {{ base_url: '{}', api_key: k }}\ntimeouts: {{ connect_seconds: 2, host_seconds: 3 }}\nstate_dir: '{}'\n",
+            receiver.base_url(),
+            dir.path().display()
+        ),
+    )
+    .expect("config");
+    let mut command = std::process::Command::new(luumen_integration::agent_bin());
+    command
+        .args(["doctor", "--format", "json", "--config"])
+        .arg(&config)
+        .arg("--inventory")
+        .arg(&inventory);
+    let out = luumen_integration::run_command(command, TIMEOUT);
+    let checks: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON checks");
+    let find = |host: &str, check: &str| -> &Value {
+        checks
+            .iter()
+            .find(|c| c["host"] == host && c["check"] == check)
+            .unwrap_or_else(|| panic!("no check {host}/{check}: {checks:#?}"))
+    };
+    for host in ["plain-http", "silent"] {
+        assert_eq!(find(host, "tcp")["ok"], true, "{host}: {checks:#?}");
+        let tls = find(host, "tls");
+        assert_eq!(tls["ok"], false, "{host}: {tls}");
+        assert!(
+            tls["remedy"].as_str().unwrap_or("").contains("5986"),
+            "{tls}"
+        );
+    }
+    assert!(
+        find("plain-http", "tls")["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("tls handshake"),
+        "{checks:#?}"
+    );
+    assert!(
+        find("silent", "tls")["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timed out after 3.0 s during tls handshake"),
+        "{checks:#?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("certificate accepted"),
+        "{checks:#?}"
+    );
+    assert_eq!(plain.shells_created(), 0);
+}

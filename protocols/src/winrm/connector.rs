@@ -60,6 +60,8 @@ Proxy-Authenticate: Basic realm=\"luumen\"\r\nContent-Length: 0\r\nConnection: c
 pub(super) struct ConnectorState {
     /// The first failure to reach the host.
     pub(super) failure: Option<ErrorKind>,
+    /// TCP connections made to the host.
+    pub(super) tcp_connections: u32,
     /// Connections made to the host (TCP established, and TLS done for HTTPS).
     pub(super) connections: u32,
     /// Client connections refused (wrong or missing token, or over the cap).
@@ -171,6 +173,11 @@ impl Connector {
     /// Whether a connection to the host was ever made (TLS done for HTTPS).
     pub(super) fn connected(&self) -> bool {
         lock(&self.state).connections > 0
+    }
+
+    /// Whether a TCP connection to the host was ever made.
+    pub(super) fn tcp_connected(&self) -> bool {
+        lock(&self.state).tcp_connections > 0
     }
 }
 
@@ -336,6 +343,7 @@ async fn serve(
             return;
         }
     };
+    lock(state).tcp_connections += 1;
     match &upstream.tls {
         None => {
             lock(state).connections += 1;
@@ -607,7 +615,9 @@ mod tests {
             );
         }
         no_connection(&host);
-        assert_eq!(lock(&connector.state).refused, 3);
+        let state = lock(&connector.state);
+        assert_eq!((state.refused, state.tcp_connections), (3, 0));
+        drop(state);
         runtime.block_on(connector.stop());
         assert!(connector.take_failure().is_none());
     }
@@ -677,7 +687,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
         );
         runtime.block_on(connector.stop());
-        assert_eq!(lock(&connector.state).connections, 1);
+        assert_eq!(lock(&connector.state).tcp_connections, 1);
     }
 
     #[test]
