@@ -308,6 +308,9 @@ async fn session(
         },
         // The connector's URL with its per-call token: reqwest sends it as Proxy-Authorization.
         proxy: Some(connector.proxy_url().to_owned()),
+        // For HTTPS the connector does the TLS: Basic is not in clear on the network, so
+        // winrm-rs's "Basic auth over HTTP" warning (vendored patch) stays quiet.
+        tls_by_proxy: target.scheme == Scheme::Https,
         max_output_bytes: None,
         ..WinrmConfig::default()
     };
@@ -571,6 +574,79 @@ mod tests {
             !head.to_ascii_lowercase().contains("proxy-authorization"),
             "the token went to the host: {head}"
         );
+    }
+
+    /// Collects every event's text (message and fields) logged on this thread.
+    #[derive(Default, Clone)]
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            struct Text<'a>(&'a mut String);
+            impl tracing::field::Visit for Text<'_> {
+                fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                    self.0.push_str(&format!("{value:?} "));
+                }
+            }
+            let mut text = format!("{} ", event.metadata().target());
+            event.record(&mut Text(&mut text));
+            if let Ok(mut events) = self.0.lock() {
+                events.push(text);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn basic_over_https_logs_no_cleartext_warning() {
+        // Nothing listens: the client is built (where winrm-rs warns), then the connect fails.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr").port()
+        };
+        let warnings = |scheme: Scheme| {
+            let capture = Capture::default();
+            let target = WinrmTarget {
+                address: "127.0.0.1".to_owned(),
+                port,
+                scheme,
+                auth: WinrmAuth::Basic,
+                username: "user".to_owned(),
+                password: SecretString::from("password".to_owned()),
+                tls: TlsTrust::default(),
+                allow_http_basic: true,
+            };
+            let exec = Exec {
+                host: "win-1",
+                command: "powershell",
+                stdin: b"hi",
+            };
+            let limits = Limits::new(Duration::from_secs(1), Duration::from_secs(2));
+            let error = tracing::subscriber::with_default(capture.clone(), || {
+                run(&target, &exec, &limits).expect_err("nothing listens")
+            });
+            assert!(
+                matches!(error.kind, ErrorKind::Unreachable { .. }),
+                "{error:?}"
+            );
+            let events = capture.0.lock().expect("events").clone();
+            events
+                .into_iter()
+                .filter(|e| e.contains("cleartext"))
+                .collect::<Vec<_>>()
+        };
+        // Over plain HTTP (allowed here) the warning is right, and the capture sees it.
+        assert_eq!(warnings(Scheme::Http).len(), 1);
+        assert_eq!(warnings(Scheme::Https), Vec::<String>::new());
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub struct WinrmConfig {
     ///
     /// When set, all WinRM HTTP(S) requests are routed through this proxy.
     pub proxy: Option<String>,
+    /// LUUMEN PATCH: the proxy is a local connector that makes the connection to the host
+    /// itself, over TLS (default: `false`). With a proxy set, Basic over this client's plain
+    /// HTTP leg (which ends at that connector) no longer logs the cleartext warning. Changes
+    /// nothing else.
+    pub tls_by_proxy: bool,
     /// Console output code page (default: 65001 = UTF-8).
     ///
     /// Controls the `WINRS_CODEPAGE` option in the shell creation envelope.
@@ -105,6 +110,7 @@ impl Default for WinrmConfig {
             client_cert_pem: None,
             client_key_pem: None,
             proxy: None,
+            tls_by_proxy: false,
             encryption: EncryptionMode::Auto,
             user_agent: None,
             codepage: 65001,

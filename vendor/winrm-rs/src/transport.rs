@@ -137,7 +137,9 @@ impl HttpTransport {
             builder = builder.proxy(proxy);
         }
 
-        if matches!(config.auth_method, AuthMethod::Basic) && !config.use_tls {
+        // LUUMEN PATCH: no warning when a TLS-making local proxy carries the connection.
+        let tls_by_proxy = config.tls_by_proxy && config.proxy.is_some();
+        if matches!(config.auth_method, AuthMethod::Basic) && !config.use_tls && !tls_by_proxy {
             tracing::warn!(
                 "Basic auth over HTTP transmits credentials in cleartext — use HTTPS in production"
             );
