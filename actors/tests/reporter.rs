@@ -135,6 +135,24 @@ fn reporter_with(
     max_wait_seconds: u64,
     retry: RetryPolicy,
 ) -> actix::Addr<Reporter> {
+    start_reporter(server, batch(max_results, max_wait_seconds), retry, None)
+}
+
+fn batch(max_results: usize, max_wait_seconds: u64) -> BatchConfig {
+    BatchConfig {
+        max_results,
+        max_bytes: 1 << 20,
+        max_wait_seconds,
+    }
+}
+
+/// A Reporter posting to `server`, on `spool` when given.
+fn start_reporter(
+    server: &Server,
+    batch: BatchConfig,
+    retry: RetryPolicy,
+    spool: Option<luumen_actors::spool::Spool>,
+) -> actix::Addr<Reporter> {
     let api = ApiClient::new(
         &server.url,
         &SecretString::from("key"),
@@ -144,15 +162,11 @@ fn reporter_with(
     .expect("client");
     Reporter::new(ReporterConfig {
         agent_id: "test".to_owned(),
-        batch: BatchConfig {
-            max_results,
-            max_bytes: 1 << 20,
-            max_wait_seconds,
-        },
+        batch,
         api: Some(api),
         output: None,
         retry,
-        spool: None,
+        spool,
     })
     .start()
 }
@@ -267,26 +281,7 @@ async fn retry_after_is_honoured_and_the_batch_arrives_once_in_order() {
 
 fn spooled_reporter(server: &Server, dir: &std::path::Path) -> actix::Addr<Reporter> {
     let (spool, _) = luumen_actors::spool::Spool::open(dir, Default::default()).expect("spool");
-    let api = ApiClient::new(
-        &server.url,
-        &SecretString::from("key"),
-        None,
-        Duration::from_secs(5),
-    )
-    .expect("client");
-    Reporter::new(ReporterConfig {
-        agent_id: "test".to_owned(),
-        batch: BatchConfig {
-            max_results: 100,
-            max_bytes: 1 << 20,
-            max_wait_seconds: 3600,
-        },
-        api: Some(api),
-        output: None,
-        retry: NO_RETRY,
-        spool: Some(spool),
-    })
-    .start()
+    start_reporter(server, batch(100, 3600), NO_RETRY, Some(spool))
 }
 
 /// Results of a batch that was never sealed (the process died) are in the journal: the next
@@ -352,26 +347,7 @@ fn a_batch_the_full_spool_refused_survives_a_stop_through_the_journal() {
             },
         )
         .expect("spool");
-        let api = ApiClient::new(
-            &server.url,
-            &SecretString::from("key"),
-            None,
-            Duration::from_secs(5),
-        )
-        .expect("client");
-        Reporter::new(ReporterConfig {
-            agent_id: "test".to_owned(),
-            batch: BatchConfig {
-                max_results: 2,
-                max_bytes: 1 << 20,
-                max_wait_seconds: 3600,
-            },
-            api: Some(api),
-            output: None,
-            retry: NO_RETRY,
-            spool: Some(spool),
-        })
-        .start()
+        start_reporter(&server, batch(2, 3600), NO_RETRY, Some(spool))
     };
     actix::System::new().block_on(async {
         // Too small for any batch: a+b are sealed but stay in memory; c is in the open batch.
