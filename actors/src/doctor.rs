@@ -299,13 +299,7 @@ fn windows_transport_checks(
     failure: &ExecFailure,
     checks: &mut Vec<Check>,
 ) {
-    let ExecFailure::Transport(error) = failure else {
-        checks.push(Check::fail(
-            id,
-            "agent",
-            failure.to_string(),
-            "report this as a bug",
-        ));
+    let Some(error) = transport_error(id, failure, checks) else {
         return;
     };
     let message = error.kind.to_string();
@@ -370,6 +364,26 @@ fn windows_transport_checks(
     }
 }
 
+/// The transport's error, or — for a failure of the agent itself — a failed `agent` check.
+fn transport_error<'a>(
+    id: &str,
+    failure: &'a ExecFailure,
+    checks: &mut Vec<Check>,
+) -> Option<&'a luumen_protocols::Error> {
+    match failure {
+        ExecFailure::Transport(error) => Some(error),
+        other => {
+            checks.push(Check::fail(
+                id,
+                "agent",
+                other.to_string(),
+                "report this as a bug",
+            ));
+            None
+        }
+    }
+}
+
 fn transport_checks(
     id: &str,
     address: &str,
@@ -377,13 +391,7 @@ fn transport_checks(
     failure: &ExecFailure,
     checks: &mut Vec<Check>,
 ) {
-    let ExecFailure::Transport(error) = failure else {
-        checks.push(Check::fail(
-            id,
-            "agent",
-            failure.to_string(),
-            "report this as a bug",
-        ));
+    let Some(error) = transport_error(id, failure, checks) else {
         return;
     };
     let message = error.kind.to_string();
