@@ -26,6 +26,20 @@ struct Pywinrm<'a> {
     script: &'a str,
 }
 
+impl<'a> Pywinrm<'a> {
+    /// `script` against `server` with its own URL and password, no CA file, no extra flags.
+    fn to(server: &'a WinrmServer, auth: &'a str, script: &'a str) -> Pywinrm<'a> {
+        Pywinrm {
+            url: server.url(),
+            auth,
+            password: &server.options().password,
+            ca_file: None,
+            extra: Vec::new(),
+            script,
+        }
+    }
+}
+
 /// Runs `tests/winrm/pywinrm_check.py`; returns its JSON line.
 fn pywinrm(server: &WinrmServer, run: Pywinrm<'_>) -> Value {
     let mut command = Command::new(winrm_python());
@@ -129,12 +143,8 @@ fn pywinrm_basic_over_https_gets_chunked_output_after_timeouts() {
     let result = pywinrm(
         &server,
         Pywinrm {
-            url: server.url(),
-            auth: "basic",
-            password: &server.options().password,
             ca_file: Some(ca.clone()),
-            extra: vec![],
-            script,
+            ..Pywinrm::to(&server, "basic", script)
         },
     );
     let (stdout, stderr, code) = ok_run(&result);
@@ -192,17 +202,7 @@ fn pywinrm_basic_over_https_gets_chunked_output_after_timeouts() {
     );
 
     // Without the test CA the certificate is not trusted; a wrong password is a 401.
-    let untrusted = pywinrm(
-        &server,
-        Pywinrm {
-            url: server.url(),
-            auth: "basic",
-            password: &server.options().password,
-            ca_file: None,
-            extra: vec![],
-            script,
-        },
-    );
+    let untrusted = pywinrm(&server, Pywinrm::to(&server, "basic", script));
     assert!(
         untrusted["message"]
             .as_str()
@@ -213,12 +213,9 @@ fn pywinrm_basic_over_https_gets_chunked_output_after_timeouts() {
     let wrong = pywinrm(
         &server,
         Pywinrm {
-            url: server.url(),
-            auth: "basic",
             password: "not-the-password",
             ca_file: Some(ca),
-            extra: vec![],
-            script,
+            ..Pywinrm::to(&server, "basic", script)
         },
     );
     assert_eq!(wrong["error"], "InvalidCredentialsError", "{wrong}");
@@ -297,11 +294,7 @@ fn pywinrm_ntlm_over_http_seals_every_message() {
         &server,
         Pywinrm {
             url: &url,
-            auth: "ntlm",
-            password: &server.options().password,
-            ca_file: None,
-            extra: vec![],
-            script,
+            ..Pywinrm::to(&server, "ntlm", script)
         },
     );
     let (stdout, _, code) = ok_run(&result);
@@ -340,14 +333,7 @@ fn pywinrm_ntlm_over_http_seals_every_message() {
     // A rule: stderr CLIXML and exit code 1.
     let failed = pywinrm(
         &server,
-        Pywinrm {
-            url: server.url(),
-            auth: "ntlm",
-            password: &server.options().password,
-            ca_file: None,
-            extra: vec![],
-            script: "Get-Service | ConvertTo-Json",
-        },
+        Pywinrm::to(&server, "ntlm", "Get-Service | ConvertTo-Json"),
     );
     let (stdout, stderr, code) = ok_run(&failed);
     assert_eq!((stdout, code), ("", 1));
@@ -360,12 +346,8 @@ fn pywinrm_ntlm_over_http_seals_every_message() {
     let wrong = pywinrm(
         &server,
         Pywinrm {
-            url: server.url(),
-            auth: "ntlm",
             password: "wrong",
-            ca_file: None,
-            extra: vec![],
-            script,
+            ..Pywinrm::to(&server, "ntlm", script)
         },
     );
     assert_eq!(wrong["error"], "InvalidCredentialsError", "{wrong}");
@@ -373,12 +355,8 @@ fn pywinrm_ntlm_over_http_seals_every_message() {
     let clear = pywinrm(
         &server,
         Pywinrm {
-            url: server.url(),
-            auth: "ntlm",
-            password: &server.options().password,
-            ca_file: None,
             extra: vec!["--encryption", "never"],
-            script,
+            ..Pywinrm::to(&server, "ntlm", script)
         },
     );
     assert!(clear.get("error").is_some(), "plaintext accepted: {clear}");
@@ -402,12 +380,8 @@ fn script_on_stdin_and_the_command_line_limit() {
     let result = pywinrm(
         &server,
         Pywinrm {
-            url: server.url(),
-            auth: "basic",
-            password: &server.options().password,
-            ca_file: None,
             extra: vec!["--stdin"],
-            script,
+            ..Pywinrm::to(&server, "basic", script)
         },
     );
     let (stdout, _, code) = ok_run(&result);
@@ -425,12 +399,8 @@ fn script_on_stdin_and_the_command_line_limit() {
     let result = pywinrm(
         &server,
         Pywinrm {
-            url: server.url(),
-            auth: "basic",
-            password: &server.options().password,
-            ca_file: None,
             extra: vec!["--stdin-bootstrap"],
-            script,
+            ..Pywinrm::to(&server, "basic", script)
         },
     );
     let (stdout, _, code) = ok_run(&result);
@@ -445,17 +415,7 @@ fn script_on_stdin_and_the_command_line_limit() {
 
     // cmd.exe refuses command lines over 8191 characters, as Windows does.
     let long = format!("Write-Output '{}'", "x".repeat(4000));
-    let result = pywinrm(
-        &server,
-        Pywinrm {
-            url: server.url(),
-            auth: "basic",
-            password: &server.options().password,
-            ca_file: None,
-            extra: vec![],
-            script: &long,
-        },
-    );
+    let result = pywinrm(&server, Pywinrm::to(&server, "basic", &long));
     let (_, stderr, code) = ok_run(&result);
     assert_eq!((stderr, code), ("The command line is too long.\r\n", 1));
 }
