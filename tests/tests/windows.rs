@@ -56,6 +56,21 @@ fn once(dir: &Path, hosts: Value) -> (Option<i32>, String, Vec<Value>) {
     )
 }
 
+/// `dir/config.yaml` reporting to a fresh receiver (returned: it stops when dropped), plus
+/// `extra` settings.
+fn write_config(dir: &Path, extra: &str) -> luumen_integration::Receiver {
+    let receiver = luumen_integration::Receiver::start(200);
+    std::fs::write(
+        dir.join("config.yaml"),
+        format!(
+            "api: {{ base_url: '{}', api_key: k }}\n{extra}",
+            receiver.base_url()
+        ),
+    )
+    .expect("config");
+    receiver
+}
+
 fn by_id<'a>(results: &'a [Value], id: &str) -> &'a Value {
     results
         .iter()
@@ -187,15 +202,10 @@ fn windows_failures_map_to_the_same_statuses_as_ssh() {
         windows_host("tarpit", &tarpit, https(&tarpit), WINRM_PASSWORD),
     ]);
     let dir = tempfile::tempdir().expect("temp dir");
-    let receiver = luumen_integration::Receiver::start(200);
-    std::fs::write(
-        dir.path().join("config.yaml"),
-        format!(
-            "api: {{ base_url: '{}', api_key: k }}\ntimeouts: {{ connect_seconds: 2, host_seconds: 4 }}\n",
-            receiver.base_url()
-        ),
-    )
-    .expect("config");
+    let _receiver = write_config(
+        dir.path(),
+        "timeouts: { connect_seconds: 2, host_seconds: 4 }\n",
+    );
     let started = std::time::Instant::now();
     let (code, stderr, results) = once(dir.path(), hosts);
     let wall = started.elapsed();
@@ -251,15 +261,7 @@ fn two_hundred_ntlm_collections_in_one_cycle_all_succeed() {
         })
         .collect();
     let dir = tempfile::tempdir().expect("temp dir");
-    let receiver = luumen_integration::Receiver::start(200);
-    std::fs::write(
-        dir.path().join("config.yaml"),
-        format!(
-            "api: {{ base_url: '{}', api_key: k }}\nmax_concurrency: 8\n",
-            receiver.base_url()
-        ),
-    )
-    .expect("config");
+    let _receiver = write_config(dir.path(), "max_concurrency: 8\n");
     let started = std::time::Instant::now();
     let (code, stderr, results) = once(dir.path(), Value::Array(hosts));
     let wall = started.elapsed();
@@ -403,17 +405,14 @@ fn doctor_reports_a_failed_or_hung_tls_handshake_as_a_tls_failure() {
     let dir = tempfile::tempdir().expect("temp dir");
     let inventory = dir.path().join("inventory.json");
     std::fs::write(&inventory, hosts.to_string()).expect("inventory");
-    let receiver = luumen_integration::Receiver::start(200);
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "api: {{ base_url: '{}', api_key: k }}\ntimeouts: {{ connect_seconds: 2, host_seconds: 3 }}\nstate_dir: '{}'\n",
-            receiver.base_url(),
+    let _receiver = write_config(
+        dir.path(),
+        &format!(
+            "timeouts: {{ connect_seconds: 2, host_seconds: 3 }}\nstate_dir: '{}'\n",
             dir.path().display()
         ),
-    )
-    .expect("config");
+    );
+    let config = dir.path().join("config.yaml");
     let mut command = std::process::Command::new(luumen_integration::agent_bin());
     command
         .args(["doctor", "--format", "json", "--config"])
