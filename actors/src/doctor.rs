@@ -123,21 +123,12 @@ async fn diagnose_host(
         stdin: privileges::PROBE_SCRIPT.as_bytes().to_vec(),
         limits: spec.limits,
     };
-    let output = match protocol.send(execute).await {
-        Err(error) => {
-            checks.push(Check::fail(
-                &id,
-                "agent",
-                error.to_string(),
-                "report this as a bug",
-            ));
-            return checks;
-        }
-        Ok(Err(failure)) => {
-            transport_checks(&id, &address, username.as_deref(), &failure, &mut checks);
-            return checks;
-        }
-        Ok(Ok(output)) => output,
+    let Some(output) = run_probe(&protocol, execute, &mut checks, |failure, checks| {
+        transport_checks(&id, &address, username.as_deref(), failure, checks)
+    })
+    .await
+    else {
+        return checks;
     };
     if let Some(user) = &username {
         checks.push(Check::pass(&id, "tcp", address.clone()));
@@ -228,21 +219,12 @@ async fn diagnose_windows(spec: HostSpec, protocol: actix::Addr<ProtocolActor>) 
         limits: spec.limits,
     };
     let mut checks = Vec::new();
-    let output = match protocol.send(execute).await {
-        Err(error) => {
-            checks.push(Check::fail(
-                &id,
-                "agent",
-                error.to_string(),
-                "report this as a bug",
-            ));
-            return checks;
-        }
-        Ok(Err(failure)) => {
-            windows_transport_checks(&id, &address, &username, https, &failure, &mut checks);
-            return checks;
-        }
-        Ok(Ok(output)) => output,
+    let Some(output) = run_probe(&protocol, execute, &mut checks, |failure, checks| {
+        windows_transport_checks(&id, &address, &username, https, failure, checks)
+    })
+    .await
+    else {
+        return checks;
     };
     checks.push(Check::pass(&id, "tcp", address));
     if https {
@@ -361,6 +343,33 @@ fn windows_transport_checks(
                 "check the WinRM service on the host (winrm quickconfig) and its event log for the reason",
             ));
         }
+    }
+}
+
+/// Runs a probe; when it produced no output, the checks say why (`on_failure` turns a
+/// transport failure into checks) and `None` is returned.
+async fn run_probe(
+    protocol: &actix::Addr<ProtocolActor>,
+    execute: Execute,
+    checks: &mut Vec<Check>,
+    on_failure: impl FnOnce(&ExecFailure, &mut Vec<Check>),
+) -> Option<luumen_protocols::ExecOutput> {
+    let id = execute.host_id.clone();
+    match protocol.send(execute).await {
+        Err(error) => {
+            checks.push(Check::fail(
+                &id,
+                "agent",
+                error.to_string(),
+                "report this as a bug",
+            ));
+            None
+        }
+        Ok(Err(failure)) => {
+            on_failure(&failure, checks);
+            None
+        }
+        Ok(Ok(output)) => Some(output),
     }
 }
 
