@@ -19,6 +19,11 @@ if [ "$(id -u)" != 0 ]; then
     echo "simfleet bench: must run as root (network namespace)" >&2
     exit 1
 fi
+# `ip` (network namespace) and `ssh-keygen` (the fleet's keys): install them on a fresh machine.
+if ! command -v ip >/dev/null 2>&1 || ! command -v ssh-keygen >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2 openssh-client >/dev/null ||
+        { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2 openssh-client >/dev/null; }
+fi
 target=${CARGO_TARGET_DIR:-$root/target}
 case $target in /*) ;; *) target="$root/$target" ;; esac
 if [ -z "${LUUMEN_AGENT_BIN:-}" ]; then
